@@ -1,0 +1,37 @@
+"""autotune: Bayesian hyperparameter tuning of QLoRA fine-tunes.
+
+One study spec describes what to tune; workers on any number of GPUs pull trials from the
+same Optuna study in a shared database; each trial fine-tunes with QLoRA in a child
+process and reports its objectives.
+"""
+
+from ._demo import run_demo
+from ._errors import AutotuneError, SpecError
+from ._search_space import Choice, Range, SearchSpace
+from ._spec import Budget, Constraint, Objective, SamplerSpec, StudySpec, load_spec, parse_spec
+from ._study import StudySummary, TrialRow, create_study, list_studies, load_study, show_study
+from ._worker import WorkerResult, run_worker
+
+__all__ = [
+    "AutotuneError",
+    "Budget",
+    "Choice",
+    "Constraint",
+    "Objective",
+    "Range",
+    "SamplerSpec",
+    "SearchSpace",
+    "SpecError",
+    "StudySpec",
+    "StudySummary",
+    "TrialRow",
+    "WorkerResult",
+    "create_study",
+    "list_studies",
+    "load_spec",
+    "load_study",
+    "parse_spec",
+    "run_demo",
+    "run_worker",
+    "show_study",
+]

@@ -1,0 +1,75 @@
+"""What a worker shows: one line per finished trial, and a live line per running one."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.text import Text
+
+if TYPE_CHECKING:
+    import optuna
+
+_SHORT = {
+    "lora_r": "r",
+    "lora_alpha": "alpha",
+    "learning_rate": "lr",
+    "lora_dropout": "dropout",
+    "per_device_train_batch_size": "batch",
+}
+
+
+def format_params(params: dict[str, Any]) -> str:
+    parts = []
+    for name, value in params.items():
+        shown = f"{value:.2e}" if isinstance(value, float) and name == "learning_rate" else value
+        parts.append(f"{_SHORT.get(name, name)}={shown}")
+    return " ".join(parts)
+
+
+def format_metrics(metrics: dict[str, float], names: list[str]) -> str:
+    return " ".join(f"{n}={metrics[n]:.4g}" for n in names if n in metrics)
+
+
+class WorkerProgress:
+    def __init__(self, console: Console, metric_names: list[str]) -> None:
+        self._console, self._metric_names = console, metric_names
+        self._running: dict[int, tuple[float, str]] = {}
+        self._live = Live(get_renderable=self._render, console=console, refresh_per_second=2, transient=True)
+
+    def __enter__(self) -> WorkerProgress:
+        self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._live.stop()
+
+    def _render(self) -> Group:
+        now = time.monotonic()
+        return Group(
+            *(
+                Text(f"▶ trial {n} running {now - t0:5.0f} s  {what}", style="cyan")
+                for n, (t0, what) in sorted(self._running.items())
+            )
+        )
+
+    def started(self, number: int, params: dict[str, Any], gpu: str | None) -> None:
+        where = f"GPU {gpu} " if gpu is not None else ""
+        self._running[number] = (time.monotonic(), where + format_params(params))
+
+    def finished(self, trial: optuna.trial.FrozenTrial) -> None:
+        self._running.pop(trial.number, None)
+        took = trial.duration.total_seconds() if trial.duration else 0.0
+        head = f"trial {trial.number:>3} {trial.state.name:<8} {format_params(trial.params)}"
+        if trial.state.name == "COMPLETE":
+            detail = format_metrics(trial.user_attrs.get("metrics", {}), self._metric_names)
+            line = Text.assemble((head, "green"), f"  {detail}  ({took:.0f} s)")
+        else:
+            reason = trial.user_attrs.get("failure_reason", "failed")
+            line = Text.assemble((head, "red"), f"  {reason}  ({took:.0f} s)")
+        self._console.print(line, highlight=False, soft_wrap=True)
+
+    def note(self, message: str) -> None:
+        self._console.print(message, highlight=False, soft_wrap=True)

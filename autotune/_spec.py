@@ -1,0 +1,183 @@
+"""The study spec: one validated, declarative object that flows from the CLI to the study
+(stored in its user attrs), to every worker and every trial."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ._errors import SpecError
+from ._search_space import SearchSpace
+from .objectives import METRICS, DatasetSpec, ModelSpec, TrainingSpec
+
+SamplerName = Literal["gp", "tpe", "nsga2", "random", "qmc"]
+_CONSTRAINT = re.compile(r"^\s*(\w+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Objective(_Strict):
+    metric: str
+    direction: Literal["minimize", "maximize"] | None = None  # None: the metric's natural one
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, metric: str) -> str:
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+        return metric
+
+    @model_validator(mode="after")
+    def _default_direction(self) -> Objective:
+        if self.direction is None:
+            object.__setattr__(self, "direction", METRICS[self.metric])
+        return self
+
+
+class Constraint(_Strict):
+    """`metric <= bound` or `metric >= bound`; written in YAML as that string."""
+
+    metric: str
+    op: Literal["<=", ">="]
+    bound: float
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        match = _CONSTRAINT.match(value)
+        if match is None:
+            raise ValueError(f"constraint {value!r} should read like 'peak_mem_gb <= 20'")
+        return {"metric": match[1], "op": match[2], "bound": float(match[3])}
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, metric: str) -> str:
+        return Objective._known(metric)
+
+    def violation(self, metrics: dict[str, float]) -> float:
+        """Optuna's constraint value: feasible when <= 0."""
+        value = metrics[self.metric]
+        return value - self.bound if self.op == "<=" else self.bound - value
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.bound:g}"
+
+
+class SamplerSpec(_Strict):
+    name: SamplerName = "gp"
+    seed: int | None = 0
+    # NSGA-II only. None: a fifth of the budget, between 4 and 50, so that a small budget
+    # still sees several generations (Optuna's default of 50 is random search at 50 trials).
+    population_size: int | None = Field(None, ge=2)
+    # gp and tpe: random trials before the model takes over (Optuna's default: 10).
+    n_startup_trials: int | None = Field(None, ge=0)
+
+
+class Budget(_Strict):
+    n_trials: int = Field(ge=1)  # finished trials, counted across all workers of the study
+
+
+def _default_objectives() -> list[Objective]:
+    return [Objective(metric="eval_loss"), Objective(metric="train_time_s")]
+
+
+class StudySpec(_Strict):
+    model: ModelSpec
+    dataset: DatasetSpec
+    search_space: SearchSpace = SearchSpace()
+    objectives: list[Objective] = Field(default_factory=_default_objectives, min_length=1)
+    constraints: list[Constraint] = []
+    sampler: SamplerSpec = SamplerSpec()
+    budget: Budget
+    training: TrainingSpec = TrainingSpec()
+    # Configs to try first, e.g. a known-good {lora_r: 8, lora_alpha: 32}.
+    enqueue_trials: list[dict[str, Any]] = []
+
+    @model_validator(mode="after")
+    def _check(self) -> StudySpec:
+        metrics = [o.metric for o in self.objectives]
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"objectives name a metric twice: {', '.join(metrics)}")
+        for point in self.enqueue_trials:
+            self.search_space.encode_point(point)
+        return self
+
+    @property
+    def metric_names(self) -> list[str]:
+        return [o.metric for o in self.objectives]
+
+    @property
+    def directions(self) -> list[str]:
+        return [str(o.direction) for o in self.objectives]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _location(error: dict[str, Any]) -> str:
+    tags = {"range", "choice", "fixed", "function-after[_check(), SearchSpace]"}
+    return ".".join(str(p) for p in error["loc"] if p not in tags)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    where = _location(error)
+    if error["type"] == "extra_forbidden":
+        parent, _, key = where.rpartition(".")
+        return f"unknown key {key!r}" + (f" in {parent}" if parent else "") + "; check its spelling"
+    if error["type"] == "missing":
+        return f"missing required key {where!r}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def spec_error(exc: ValidationError, source: str) -> SpecError:
+    """One line for all the validation errors of a spec."""
+    return SpecError(f"{source}: " + "; ".join(_describe(e) for e in exc.errors()))
+
+
+def _resolve_local(path: str, base: Path) -> str:
+    candidate = base / Path(path).expanduser()
+    return str(candidate.resolve()) if not Path(path).is_absolute() and candidate.exists() else path
+
+
+def parse_spec(data: Any, source: str = "spec", base: Path | None = None) -> StudySpec:
+    """A StudySpec from a mapping; relative local paths are taken from `base`."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: expected a mapping of keys (model, dataset, ...), got {type(data).__name__}")
+    if base is not None:
+        data = dict(data)
+        if isinstance(data.get("model"), str):
+            data["model"] = _resolve_local(data["model"], base)
+        elif isinstance(data.get("model"), dict) and isinstance(data["model"].get("name_or_path"), str):
+            data["model"] = {**data["model"], "name_or_path": _resolve_local(data["model"]["name_or_path"], base)}
+        if isinstance(data.get("dataset"), dict) and isinstance(data["dataset"].get("path"), str):
+            data["dataset"] = {**data["dataset"], "path": _resolve_local(data["dataset"]["path"], base)}
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as exc:
+        raise spec_error(exc, source) from None
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a YAML study spec."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"cannot read spec {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"{path}: malformed YAML{where}: {problem}") from None
+    return parse_spec(data, str(path), base=path.parent)

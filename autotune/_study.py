@@ -1,0 +1,160 @@
+"""Studies in the database: create one from a spec, load it back with its spec, summarise."""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._errors import AutotuneError
+from ._spec import StudySpec, parse_spec
+from .objectives import check_model_reference, load_examples
+from .storage import mask_url, open_storage, resolve_storage_url
+
+if TYPE_CHECKING:
+    import optuna
+
+SPEC_ATTR = "autotune_spec"
+
+
+def _storage(url: str | None, heartbeat: bool = False) -> tuple[str, optuna.storages.RDBStorage]:
+    resolved = resolve_storage_url(url)
+    return resolved, open_storage(resolved, heartbeat=heartbeat)
+
+
+def create_study(
+    name: str, spec: StudySpec, storage: str | None = None, *, skip_if_exists: bool = False
+) -> optuna.Study:
+    """Create a multi-objective study for `spec`, with metric names set and the spec stored
+    in its user attrs, so that a worker needs only the name and the storage URL.
+
+    Example:
+        >>> spec = autotune.load_spec("study.yaml")
+        >>> study = autotune.create_study("lora-sweep", spec)  # doctest: +SKIP
+    """
+    import optuna
+
+    check_model_reference(spec.model)
+    load_examples(spec.dataset)  # a missing file, an unknown layout or column fails here
+    url, rdb = _storage(storage)
+    if name in optuna.get_all_study_names(rdb):
+        study = optuna.load_study(study_name=name, storage=rdb)
+        if skip_if_exists and study.user_attrs.get(SPEC_ATTR) == spec.to_json_dict():
+            return study
+        hint = "it holds a different spec" if skip_if_exists else "pass --skip-if-exists to keep using it"
+        raise AutotuneError(f"study {name!r} already exists in {mask_url(url)}; pick another name, or {hint}")
+    study = optuna.create_study(study_name=name, storage=rdb, directions=spec.directions)
+    try:
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, still in 5.0
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(spec.metric_names)
+        study.set_user_attr(SPEC_ATTR, spec.to_json_dict())
+        for point in spec.enqueue_trials:
+            study.enqueue_trial(spec.search_space.encode_point(point), skip_if_exists=True)
+    except BaseException:
+        optuna.delete_study(study_name=name, storage=rdb)  # nothing half-written
+        raise
+    return study
+
+
+def load_study(name: str, storage: str | None = None, *, heartbeat: bool = False) -> tuple[optuna.Study, StudySpec]:
+    """An existing autotune study and its spec."""
+    import optuna
+
+    url, rdb = _storage(storage, heartbeat)
+    names = optuna.get_all_study_names(rdb)
+    if name not in names:
+        known = f" (studies there: {', '.join(sorted(names))})" if names else ""
+        raise AutotuneError(
+            f"no study named {name!r} in {mask_url(url)}{known}; "
+            f"create it with: autotune study create {name} --config SPEC"
+        )
+    study = optuna.load_study(study_name=name, storage=rdb)
+    if SPEC_ATTR not in study.user_attrs:
+        raise AutotuneError(
+            f"study {name!r} was not made by autotune (it has no spec); create one with autotune study create"
+        )
+    return study, parse_spec(study.user_attrs[SPEC_ATTR], f"spec stored with study {name!r}")
+
+
+@dataclass
+class TrialRow:
+    number: int
+    state: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    feasible: bool
+    failure: str | None = None
+
+
+@dataclass
+class StudySummary:
+    name: str
+    sampler: str
+    budget: int
+    objectives: list[str]
+    directions: list[str]
+    states: dict[str, int]
+    pareto: list[TrialRow] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _row(trial: optuna.trial.FrozenTrial, spec: StudySpec) -> TrialRow:
+    from optuna.study._constrained_optimization import _get_feasible_trials
+
+    metrics = trial.user_attrs.get("metrics") or dict(zip(spec.metric_names, trial.values or [], strict=False))
+    return TrialRow(
+        number=trial.number,
+        state=trial.state.name,
+        params=trial.params,
+        metrics=metrics,
+        feasible=bool(_get_feasible_trials([trial])),
+        failure=trial.user_attrs.get("failure_reason"),
+    )
+
+
+def summarize(study: optuna.Study, spec: StudySpec) -> StudySummary:
+    trials = study.get_trials(deepcopy=False)
+    return StudySummary(
+        name=study.study_name,
+        sampler=spec.sampler.name,
+        budget=spec.budget.n_trials,
+        objectives=spec.metric_names,
+        directions=spec.directions,
+        states=dict(Counter(t.state.name for t in trials)),
+        pareto=[_row(t, spec) for t in study.best_trials],
+    )
+
+
+def show_study(name: str, storage: str | None = None) -> StudySummary:
+    """Trials by state and the current (feasible) Pareto set of a study."""
+    study, spec = load_study(name, storage)
+    return summarize(study, spec)
+
+
+def list_studies(storage: str | None = None) -> list[StudySummary]:
+    """Every autotune study in the storage, without its Pareto set."""
+    import optuna
+
+    _, rdb = _storage(storage)
+    summaries = []
+    for frozen in rdb.get_all_studies():
+        if SPEC_ATTR not in frozen.user_attrs:
+            continue
+        spec = parse_spec(frozen.user_attrs[SPEC_ATTR])
+        study = optuna.load_study(study_name=frozen.study_name, storage=rdb)
+        states = Counter(t.state.name for t in study.get_trials(deepcopy=False))
+        summaries.append(
+            StudySummary(
+                frozen.study_name,
+                spec.sampler.name,
+                spec.budget.n_trials,
+                spec.metric_names,
+                spec.directions,
+                dict(states),
+            )
+        )
+    return summaries

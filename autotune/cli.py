@@ -1,0 +1,153 @@
+"""`autotune`: a thin layer over the library functions of the same names. Usage errors
+become one line on stderr and exit code 2; tracebacks only with --debug."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ._demo import run_demo
+from ._errors import AutotuneError
+from ._progress import format_params
+from ._spec import SamplerName, load_spec
+from ._study import StudySummary, create_study, list_studies, show_study
+from ._worker import run_worker
+from .objectives import TrialInputError
+from .storage import StorageError
+
+_USAGE_ERRORS = (AutotuneError, TrialInputError, StorageError)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _states(summary: StudySummary) -> str:
+    return ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.states.items())) or "no trials"
+
+
+def cmd_study_create(args: argparse.Namespace) -> None:
+    spec = load_spec(args.config)
+    if args.sampler:
+        spec = spec.model_copy(update={"sampler": spec.sampler.model_copy(update={"name": args.sampler})})
+    study = create_study(args.name, spec, args.storage, skip_if_exists=args.skip_if_exists)
+    objectives = ", ".join(f"{m} ({d})" for m, d in zip(spec.metric_names, spec.directions, strict=True))
+    budget = spec.budget.n_trials
+    print(f"study {study.study_name!r}: {spec.sampler.name} sampler, budget {budget} trials, objectives {objectives}")
+
+
+def cmd_study_list(args: argparse.Namespace) -> None:
+    summaries = list_studies(args.storage)
+    if args.json:
+        _print_json([s.to_dict() for s in summaries])
+        return
+    table = Table("study", "sampler", "budget", "objectives", "trials")
+    for s in summaries:
+        table.add_row(s.name, s.sampler, str(s.budget), ", ".join(s.objectives), _states(s))
+    Console().print(table)
+
+
+def _print_summary(summary: StudySummary) -> None:
+    console = Console()
+    console.print(f"study {summary.name!r} ({summary.sampler}, budget {summary.budget}): {_states(summary)}")
+    table = Table("trial", "params", *summary.objectives, title="Pareto set")
+    for row in summary.pareto:
+        table.add_row(
+            str(row.number),
+            format_params(row.params),
+            *(f"{row.metrics.get(m, float('nan')):.4g}" for m in summary.objectives),
+        )
+    console.print(table)
+
+
+def cmd_study_show(args: argparse.Namespace) -> None:
+    summary = show_study(args.name, args.storage)
+    if args.json:
+        _print_json(summary.to_dict())
+    else:
+        _print_summary(summary)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    _print_summary(run_demo(args.storage, n_workers=args.workers))
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    result = run_worker(args.name, args.storage, n_trials=args.n_trials, timeout=args.timeout, gpus=gpus)
+    why = "interrupted" if result.interrupted else "budget reached" if result.budget_reached else "worker limit reached"
+    print(f"worker done ({why}): {result.completed} complete, {result.failed} failed")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autotune", description="Bayesian hyperparameter tuning of QLoRA fine-tunes.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+    storage_help = "SQLAlchemy URL (default: $AUTOTUNE_STORAGE or sqlite:///autotune.db)"
+
+    study = commands.add_parser("study", help="create, list and show studies").add_subparsers(
+        dest="study_command", required=True
+    )
+    create = study.add_parser("create", help="validate a spec and create a study from it")
+    create.add_argument("name")
+    create.add_argument("--config", required=True, help="the study spec (YAML)")
+    create.add_argument("--storage", help=storage_help)
+    create.add_argument("--sampler", choices=SamplerName.__args__, help="override the spec's sampler")
+    create.add_argument("--skip-if-exists", action="store_true", help="keep an existing study with the same spec")
+    create.set_defaults(func=cmd_study_create)
+    listing = study.add_parser("list", help="studies in the storage")
+    listing.add_argument("--storage", help=storage_help)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_study_list)
+    show = study.add_parser("show", help="trials by state and the Pareto set")
+    show.add_argument("name")
+    show.add_argument("--storage", help=storage_help)
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_study_show)
+
+    worker = commands.add_parser("worker", help="run trials of a study until its budget is used")
+    worker.add_argument("name")
+    worker.add_argument("--storage", help=storage_help)
+    worker.add_argument("--n-trials", type=_positive_int, help="stop after this many trials of this worker")
+    worker.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    worker.add_argument("--gpus", help="comma-separated GPU ids: one trial per GPU at a time")
+    worker.set_defaults(func=cmd_worker)
+
+    demo = commands.add_parser("demo", help="a small study of the bundled SmolLM2-135M on Python's docs, offline")
+    demo.add_argument("--storage", help=storage_help)
+    demo.add_argument("--workers", type=_positive_int, default=2, help="worker processes (default 2)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    func: Callable[[argparse.Namespace], None] = args.func
+    try:
+        func(args)
+    except _USAGE_ERRORS as exc:
+        if args.debug:
+            raise
+        print(f"autotune: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

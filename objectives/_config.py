@@ -1,0 +1,87 @@
+"""What one trial needs: the model, the data, the training settings and the sampled
+hyperparameters. Everything here is plain data (pydantic, JSON round-trip), so a trial can
+be written to a file, run in a child process and repeated from what the database holds."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Metric name -> the direction in which it improves.
+METRICS: dict[str, Literal["minimize", "maximize"]] = {
+    "eval_loss": "minimize",
+    "perplexity": "minimize",
+    "train_loss": "minimize",
+    "train_time_s": "minimize",
+    "peak_mem_gb": "minimize",
+    "tokens_per_s": "maximize",
+}
+
+DatasetFormat = Literal["auto", "text", "alpaca", "dolly", "chat", "prompt_completion"]
+Optimizer = Literal["paged_adamw_8bit", "paged_adamw_32bit", "adamw_torch"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    """A hub id, a local HF folder, a local .gguf file, or the bundled demo model."""
+
+    name_or_path: str = Field(min_length=1)
+    trust_remote_code: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"name_or_path": value} if isinstance(value, str) else value
+
+
+class DatasetSpec(_Strict):
+    path: str = Field(min_length=1)  # local JSON/JSONL/CSV/Parquet file, or a hub dataset id
+    format: DatasetFormat = "auto"
+    # The layout's field name -> the column that holds it, e.g. {output: answer}.
+    columns: dict[str, str] = {}
+    name: str | None = None  # hub dataset config
+    split: str = "train"
+    eval_fraction: float = Field(0.1, gt=0, lt=1)
+    split_seed: int = 0
+    max_samples: int | None = Field(None, ge=2)
+    max_length: int = Field(512, ge=8)
+    too_long: Literal["truncate", "drop"] = "truncate"
+
+
+class TrainingSpec(_Strict):
+    # QLoRA practice for a short tuning run; a spec holds only its overrides.
+    max_steps: int | None = Field(60, ge=1)  # null -> train num_train_epochs
+    num_train_epochs: float = Field(1.0, gt=0)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    per_device_eval_batch_size: int = Field(8, ge=1)
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: float = Field(0.03, ge=0)  # below 1: a fraction of the steps (transformers)
+    quantization: Literal["nf4", "none"] = "nf4"  # nf4: 4-bit NF4 with double quantisation
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    activation_checkpointing: bool = True  # gradient checkpointing (its transformers 5 name)
+    seed: int = 42
+    # Passed as is to trl's SFTConfig, for what the spec does not name.
+    trainer_overrides: dict[str, Any] = {}
+
+
+class Hyperparameters(_Strict):
+    """The values one trial trains with: sampled from the search space or fixed there."""
+
+    lora_r: int = Field(ge=1)
+    lora_alpha: int = Field(ge=1)
+    lora_dropout: float = Field(ge=0, lt=1)
+    target_modules: str | list[str]
+    learning_rate: float = Field(gt=0)
+    optim: Optimizer
+    per_device_train_batch_size: int = Field(ge=1)
+
+
+class TrialConfig(_Strict):
+    model: ModelSpec
+    dataset: DatasetSpec
+    training: TrainingSpec
+    hyperparameters: Hyperparameters

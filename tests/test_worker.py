@@ -1,0 +1,100 @@
+"""The main path, end to end with real parts: a spec, a study in SQLite or PostgreSQL,
+workers running real 4-bit QLoRA trials of a tiny Llama in child processes."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import psutil
+from conftest import small_spec, write_spec
+from optuna.trial import TrialState
+
+import autotune
+from autotune.cli import main
+
+
+def _create(tmp_path: Path, url: str, model: Path, data: Path, name: str = "s", **overrides: object) -> None:
+    spec = write_spec(tmp_path / "study.yaml", small_spec(model, data, **overrides))
+    assert main(["study", "create", name, "--config", str(spec), "--storage", url]) == 0
+
+
+def _trials(url: str, name: str = "s") -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=url).get_trials()
+
+
+def test_worker_runs_study_to_budget_with_real_qlora(tmp_path, tiny_model, dataset_file, sqlite_url, capsys):
+    _create(tmp_path, sqlite_url, tiny_model, dataset_file, constraints=["peak_mem_gb <= 1000"])
+    assert main(["worker", "s", "--storage", sqlite_url]) == 0
+
+    trials = _trials(sqlite_url)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    for trial in trials:
+        assert all(math.isfinite(v) for v in trial.values)
+        assert set(trial.user_attrs["metrics"]) == set(autotune.objectives.METRICS)
+        assert trial.user_attrs["quantization_config"]["bnb_4bit_quant_type"] == "nf4"
+        assert trial.user_attrs["versions"]["bitsandbytes"]
+        assert trial.user_attrs["config"]["hyperparameters"]["lora_r"] == trial.params["lora_r"]
+        assert trial.user_attrs["data"]["n_eval"] == 4
+    summary = autotune.show_study("s", sqlite_url)
+    assert summary.states == {"COMPLETE": 4}
+    assert 1 <= len(summary.pareto) <= 4 and all(row.feasible for row in summary.pareto)
+    out = capsys.readouterr().out
+    assert out.count("COMPLETE") == 4 and "budget reached" in out
+    # The budget is spent: another worker does nothing.
+    assert main(["worker", "s", "--storage", sqlite_url]) == 0
+    assert len(_trials(sqlite_url)) == 4
+
+
+def test_two_worker_processes_share_the_budget(tmp_path, tiny_model, dataset_file, sqlite_url):
+    _create(tmp_path, sqlite_url, tiny_model, dataset_file, budget={"n_trials": 5})
+    command = [sys.executable, "-m", "autotune", "worker", "s", "--storage", sqlite_url]
+    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [w.communicate(timeout=300)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+
+    trials = _trials(sqlite_url)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 5
+    # Trials beyond the budget (asked at the same moment) are marked surplus, never run.
+    others = [t for t in trials if t.state != TrialState.COMPLETE]
+    assert all(t.user_attrs["failure_kind"] == "surplus" and "lora_r" not in t.params for t in others)
+    assert len({t.number for t in complete}) == 5
+    assert all("COMPLETE" in out for out in outputs), "each worker ran trials"
+
+
+def _trial_child() -> psutil.Process | None:
+    for child in psutil.Process().children(recursive=True):
+        if "autotune.objectives" in " ".join(child.cmdline()):
+            return child
+    return None
+
+
+def test_killed_trial_fails_and_worker_goes_on(tmp_path, tiny_model, dataset_file, sqlite_url):
+    _create(tmp_path, sqlite_url, tiny_model, dataset_file, budget={"n_trials": 2})
+    results: list[autotune.WorkerResult] = []
+    worker = threading.Thread(target=lambda: results.append(autotune.run_worker("s", sqlite_url)))
+    worker.start()
+    deadline = time.monotonic() + 60
+    while (child := _trial_child()) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert child is not None, "no trial process started"
+    time.sleep(2)
+    child.kill()
+    worker.join(timeout=180)
+
+    trials = _trials(sqlite_url)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert "killed by SIGKILL" in trials[0].user_attrs["failure_reason"]
+    assert results[0].completed == 1 and results[0].failed == 1
+
+
+def test_worker_on_postgresql(tmp_path, tiny_model, dataset_file, postgres_url):
+    _create(tmp_path, postgres_url, tiny_model, dataset_file, budget={"n_trials": 2})
+    assert main(["worker", "s", "--storage", postgres_url]) == 0
+    assert [t.state for t in _trials(postgres_url)] == [TrialState.COMPLETE] * 2
