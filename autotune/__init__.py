@@ -7,6 +7,8 @@ process and reports its objectives.
 
 from ._demo import run_demo
 from ._errors import AutotuneError, SpecError
+from ._export import export
+from ._report import build_report, report, run_dashboard
 from ._search_space import Choice, Range, SearchSpace
 from ._spec import Budget, Constraint, Objective, SamplerSpec, StudySpec, load_spec, parse_spec
 from ._study import StudySummary, TrialRow, create_study, list_studies, load_study, show_study
@@ -26,11 +28,15 @@ __all__ = [
     "StudySummary",
     "TrialRow",
     "WorkerResult",
+    "build_report",
     "create_study",
+    "export",
     "list_studies",
     "load_spec",
     "load_study",
     "parse_spec",
+    "report",
+    "run_dashboard",
     "run_demo",
     "run_worker",
     "show_study",

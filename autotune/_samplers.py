@@ -21,7 +21,8 @@ def build_sampler(spec: SamplerSpec, n_trials: int, seed: int | None) -> optuna.
     if spec.name == "gp":
         return optuna.samplers.GPSampler(seed=seed, **startup)
     if spec.name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, **startup)
+        # constant_liar: trials in flight count as bad guesses, so parallel workers spread out.
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True, **startup)
     if spec.name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=nsga2_population_size(spec, n_trials))
     if spec.name == "qmc":

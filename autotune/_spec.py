@@ -79,6 +79,8 @@ class SamplerSpec(_Strict):
     population_size: int | None = Field(None, ge=2)
     # gp and tpe: random trials before the model takes over (Optuna's default: 10).
     n_startup_trials: int | None = Field(None, ge=0)
+    # Random configs queued at creation and shared with a baseline made with --like.
+    n_pilot_trials: int = Field(0, ge=0)
 
 
 class Budget(_Strict):
@@ -108,6 +110,10 @@ class StudySpec(_Strict):
             raise ValueError(f"objectives name a metric twice: {', '.join(metrics)}")
         for point in self.enqueue_trials:
             self.search_space.encode_point(point)
+        if self.sampler.n_pilot_trials > self.budget.n_trials:
+            raise ValueError(
+                f"sampler.n_pilot_trials ({self.sampler.n_pilot_trials}) exceeds budget.n_trials ({self.budget.n_trials})"
+            )
         return self
 
     @property

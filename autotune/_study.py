@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._baseline import LIKE_ATTR, PILOT_ATTR, copy_pilot_trials, pilot_points, spec_difference
 from ._errors import AutotuneError
 from ._spec import StudySpec, parse_spec
 from .objectives import check_model_reference, load_examples
@@ -24,10 +25,13 @@ def _storage(url: str | None, heartbeat: bool = False) -> tuple[str, optuna.stor
 
 
 def create_study(
-    name: str, spec: StudySpec, storage: str | None = None, *, skip_if_exists: bool = False
+    name: str, spec: StudySpec, storage: str | None = None, *, skip_if_exists: bool = False, like: str | None = None
 ) -> optuna.Study:
     """Create a multi-objective study for `spec`, with metric names set and the spec stored
     in its user attrs, so that a worker needs only the name and the storage URL.
+
+    With `like`, the study is a baseline of that study: its spec must match but for the
+    sampler, and the other study's finished pilot trials are copied into it.
 
     Example:
         >>> spec = autotune.load_spec("study.yaml")
@@ -38,6 +42,12 @@ def create_study(
     check_model_reference(spec.model)
     load_examples(spec.dataset)  # a missing file, an unknown layout or column fails here
     url, rdb = _storage(storage)
+    source = None
+    if like is not None:
+        source, source_spec = load_study(like, url)
+        difference = spec_difference(source_spec, spec)
+        if difference:
+            raise AutotuneError(f"study {name!r} cannot be a baseline of {like!r}: they differ in {difference}")
     if name in optuna.get_all_study_names(rdb):
         study = optuna.load_study(study_name=name, storage=rdb)
         if skip_if_exists and study.user_attrs.get(SPEC_ATTR) == spec.to_json_dict():
@@ -50,6 +60,12 @@ def create_study(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(spec.metric_names)
         study.set_user_attr(SPEC_ATTR, spec.to_json_dict())
+        if source is not None:
+            study.set_user_attr(LIKE_ATTR, source.study_name)
+            copy_pilot_trials(source, study)
+        else:
+            for point in pilot_points(spec):
+                study.enqueue_trial(point, user_attrs={PILOT_ATTR: True})
         for point in spec.enqueue_trials:
             study.enqueue_trial(spec.search_space.encode_point(point), skip_if_exists=True)
     except BaseException:

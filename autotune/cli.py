@@ -9,14 +9,17 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
 from ._demo import run_demo
 from ._errors import AutotuneError
+from ._export import PICK_HELP, export
 from ._progress import format_params
+from ._report import report, run_dashboard
 from ._spec import SamplerName, load_spec
-from ._study import StudySummary, create_study, list_studies, show_study
+from ._study import StudySummary, create_study, list_studies, load_study, show_study
 from ._worker import run_worker
 from .objectives import TrialInputError
 from .storage import StorageError
@@ -33,10 +36,12 @@ def _states(summary: StudySummary) -> str:
 
 
 def cmd_study_create(args: argparse.Namespace) -> None:
-    spec = load_spec(args.config)
+    if (args.config is None) == (args.like is None):
+        raise AutotuneError("give the spec with --config SPEC, or copy another study's with --like NAME (one of them)")
+    spec = load_spec(args.config) if args.config else load_study(args.like, args.storage)[1]
     if args.sampler:
         spec = spec.model_copy(update={"sampler": spec.sampler.model_copy(update={"name": args.sampler})})
-    study = create_study(args.name, spec, args.storage, skip_if_exists=args.skip_if_exists)
+    study = create_study(args.name, spec, args.storage, skip_if_exists=args.skip_if_exists, like=args.like)
     objectives = ", ".join(f"{m} ({d})" for m, d in zip(spec.metric_names, spec.directions, strict=True))
     budget = spec.budget.n_trials
     print(f"study {study.study_name!r}: {spec.sampler.name} sampler, budget {budget} trials, objectives {objectives}")
@@ -78,6 +83,27 @@ def cmd_demo(args: argparse.Namespace) -> None:
     _print_summary(run_demo(args.storage, n_workers=args.workers))
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    written = report(
+        args.name, args.storage, baseline=args.baseline, out=args.out, reference_point=args.reference_point
+    )
+    for kind, path in written.items():
+        print(f"{kind}: {path}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    entries = export(args.name, args.storage, pick=args.pick, out=args.out, fmt=args.format)
+    if args.out is None:
+        text = json.dumps(entries, indent=2) if args.format == "json" else yaml.safe_dump(entries, sort_keys=False)
+        print(text, end="")
+    else:
+        print(f"{len(entries)} trial(s) of {args.name!r} written to {args.out}", file=sys.stderr)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> None:
+    run_dashboard(args.storage, host=args.host, port=args.port)
+
+
 def cmd_worker(args: argparse.Namespace) -> None:
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     result = run_worker(args.name, args.storage, n_trials=args.n_trials, timeout=args.timeout, gpus=gpus)
@@ -103,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create = study.add_parser("create", help="validate a spec and create a study from it")
     create.add_argument("name")
-    create.add_argument("--config", required=True, help="the study spec (YAML)")
+    create.add_argument("--config", help="the study spec (YAML)")
+    create.add_argument("--like", metavar="STUDY", help="a baseline of STUDY: its spec and its pilot trials")
     create.add_argument("--storage", help=storage_help)
     create.add_argument("--sampler", choices=SamplerName.__args__, help="override the spec's sampler")
     create.add_argument("--skip-if-exists", action="store_true", help="keep an existing study with the same spec")
@@ -125,6 +152,33 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     worker.add_argument("--gpus", help="comma-separated GPU ids: one trial per GPU at a time")
     worker.set_defaults(func=cmd_worker)
+
+    rep = commands.add_parser("report", help="HTML report: Pareto fronts against a baseline, hypervolume, importances")
+    rep.add_argument("name")
+    rep.add_argument("--baseline", metavar="STUDY", help="a study with the same spec and another sampler")
+    rep.add_argument("--out", help="output folder (default: autotune-report/NAME)")
+    rep.add_argument(
+        "--reference-point",
+        type=float,
+        default=1.1,
+        help="hypervolume reference point in normalised objectives (default 1.1)",
+    )
+    rep.add_argument("--storage", help=storage_help)
+    rep.set_defaults(func=cmd_report)
+
+    exp = commands.add_parser("export", help="the best configs, ready to train with (peft, trl, bitsandbytes kwargs)")
+    exp.add_argument("name")
+    exp.add_argument("--pick", default="pareto", help=f"which trials: {PICK_HELP} (default pareto)")
+    exp.add_argument("--out", help="file to write (default: stdout)")
+    exp.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    exp.add_argument("--storage", help=storage_help)
+    exp.set_defaults(func=cmd_export)
+
+    dash = commands.add_parser("dashboard", help="optuna-dashboard on the storage, with the report's figures")
+    dash.add_argument("--storage", help=storage_help)
+    dash.add_argument("--host", default="127.0.0.1")
+    dash.add_argument("--port", type=int, default=8080)
+    dash.set_defaults(func=cmd_dashboard)
 
     demo = commands.add_parser("demo", help="a small study of the bundled SmolLM2-135M on Python's docs, offline")
     demo.add_argument("--storage", help=storage_help)

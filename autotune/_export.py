@@ -1,0 +1,106 @@
+"""`autotune export`: the chosen trials of a study, each ready to train with: peft LoraConfig
+kwargs, trl SFTConfig kwargs, BitsAndBytesConfig kwargs, the metrics, and what is needed
+to repeat the run."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import yaml
+
+from ._errors import AutotuneError
+from ._spec import StudySpec
+from ._study import load_study
+from .dashboards import build_report_info, is_feasible, normalise
+from .objectives import METRICS, TrialConfig, bnb_kwargs, lora_kwargs, sft_kwargs
+
+if TYPE_CHECKING:
+    import optuna
+
+_PICK = re.compile(r"^(?:(pareto|knee)|(min|max):(\w+)|budget:(\w+)<=([-+0-9.eE]+))$")
+PICK_HELP = "pareto | knee | min:<metric> | max:<metric> | budget:<metric><=X"
+
+
+def _entry(study_name: str, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    config = TrialConfig.model_validate(trial.user_attrs["config"])
+    output_dir = f"outputs/{study_name}-trial-{trial.number}"
+    return {
+        "study": study_name,
+        "trial": trial.number,
+        "params": dict(trial.params),
+        "metrics": trial.user_attrs.get("metrics", {}),
+        "model": config.model.model_dump(mode="json"),
+        "dataset": config.dataset.model_dump(mode="json"),
+        "lora_config": lora_kwargs(config.hyperparameters),
+        "sft_config": sft_kwargs(config, output_dir, use_cpu=False),
+        "quantization_config": bnb_kwargs(config.training),
+        "reproduce": {
+            "seed": config.training.seed,
+            "versions": trial.user_attrs.get("versions", {}),
+            "device": trial.user_attrs.get("device"),
+            "trial_config": trial.user_attrs["config"],
+        },
+    }
+
+
+def _metric(trial: optuna.trial.FrozenTrial, metric: str) -> float:
+    return float(trial.user_attrs["metrics"][metric])
+
+
+def pick_trials(study: optuna.Study, spec: StudySpec, pick: str) -> list[optuna.trial.FrozenTrial]:
+    import optuna
+
+    match = _PICK.match(pick)
+    if match is None:
+        raise AutotuneError(f"unknown --pick {pick!r}; use {PICK_HELP}")
+    whole, direction, metric, budget_metric, bound = match.groups()
+    for name in (metric, budget_metric):
+        if name is not None and name not in METRICS:
+            raise AutotuneError(f"unknown metric {name!r} in --pick; choose from {', '.join(METRICS)}")
+    complete = [
+        t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if is_feasible(t)
+    ]
+    if not complete:
+        raise AutotuneError(f"study {study.study_name!r} has no complete feasible trial to export; run a worker first")
+    front = sorted(study.best_trials, key=lambda t: t.number)
+    if whole == "pareto":
+        return front
+    if whole == "knee":
+        info = build_report_info(study, spec.sampler.name, spec.metric_names, spec.directions)
+        by_number = {p.number: p for p in info.study.pareto}
+        distance = {
+            n: float(np.linalg.norm(normalise(p, spec.metric_names, spec.directions, info.bounds)))
+            for n, p in by_number.items()
+        }
+        return [min(front, key=lambda t: distance[t.number])]
+    if direction is not None:
+        best = min if direction == "min" else max
+        return [best(complete, key=lambda t: _metric(t, metric))]
+    within = [t for t in complete if _metric(t, budget_metric) <= float(bound)]
+    if not within:
+        lowest = min(_metric(t, budget_metric) for t in complete)
+        raise AutotuneError(f"no trial has {budget_metric} <= {bound} (the lowest is {lowest:.4g}); raise the bound")
+    first, direction = spec.metric_names[0], spec.directions[0]
+    choose = min if direction == "minimize" else max
+    return [choose(within, key=lambda t: _metric(t, first))]
+
+
+def export(
+    name: str, storage: str | None = None, *, pick: str = "pareto", out: str | Path | None = None, fmt: str = "yaml"
+) -> list[dict[str, Any]]:
+    """The chosen trials of study `name` as entries ready to train with; written to `out`
+    (YAML or JSON) when given.
+
+    Example:
+        >>> autotune.export("lora-sweep", pick="knee", out="best.yaml")  # doctest: +SKIP
+    """
+    study, spec = load_study(name, storage)
+    entries = [_entry(name, t) for t in pick_trials(study, spec, pick)]
+    if out is not None:
+        text = json.dumps(entries, indent=2) if fmt == "json" else yaml.safe_dump(entries, sort_keys=False)
+        Path(out).write_text(text)
+    return entries

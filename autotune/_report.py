@@ -1,0 +1,86 @@
+"""`autotune report` and `autotune dashboard`: read studies, compute the report's numbers
+(autotune.dashboards), write them or push them into optuna-dashboard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ._baseline import LIKE_ATTR, spec_difference
+from ._errors import AutotuneError
+from ._study import SPEC_ATTR, _storage, load_study
+from .dashboards import ReportInfo, build_report_info, push_figures, serve, write_report
+from .storage import mask_url
+
+if TYPE_CHECKING:
+    import optuna
+
+
+def _has_complete(study: optuna.Study) -> bool:
+    import optuna
+
+    return bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+def build_report(
+    name: str, storage: str | None = None, *, baseline: str | None = None, reference_point: float = 1.1
+) -> tuple[ReportInfo, optuna.Study]:
+    """The numbers of a report on study `name`, against `baseline` if given."""
+    study, spec = load_study(name, storage)
+    if not _has_complete(study):
+        raise AutotuneError(f"study {name!r} has no complete trial yet; run a worker first: autotune worker {name}")
+    other = None
+    if baseline is not None:
+        base_study, base_spec = load_study(baseline, storage)
+        difference = spec_difference(spec, base_spec)
+        if difference:
+            raise AutotuneError(f"{baseline!r} is not a baseline of {name!r}: they differ in {difference}")
+        other = (base_study, base_spec.sampler.name)
+    if reference_point <= 1.0:
+        raise AutotuneError(
+            f"--reference-point must be above 1 (objectives are normalised to [0, 1]), got {reference_point}"
+        )
+    info = build_report_info(study, spec.sampler.name, spec.metric_names, spec.directions, other, reference_point)
+    return info, study
+
+
+def report(
+    name: str,
+    storage: str | None = None,
+    *,
+    baseline: str | None = None,
+    out: str | Path | None = None,
+    reference_point: float = 1.1,
+) -> dict[str, Path]:
+    """Write the HTML report, JSON and Markdown summaries (and a PNG of the main plot) of
+    study `name` into `out` (default ./autotune-report/NAME); returns the files written.
+
+    Example:
+        >>> autotune.report("lora-sweep", baseline="lora-sweep-random")  # doctest: +SKIP
+    """
+    import optuna
+
+    info, study = build_report(name, storage, baseline=baseline, reference_point=reference_point)
+    parallel = [
+        optuna.visualization.plot_parallel_coordinate(study, target=lambda t, i=i: t.values[i], target_name=metric)
+        for i, metric in enumerate(info.metric_names)
+    ]
+    return write_report(info, Path(out) if out else Path("autotune-report") / name, parallel)
+
+
+def run_dashboard(storage: str | None = None, *, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Push each autotune study's fronts (against its --like baseline) and hypervolume
+    history into optuna-dashboard, then serve it on the same storage until stopped."""
+    import optuna
+
+    url, rdb = _storage(storage)
+    studies = [s for s in rdb.get_all_studies() if SPEC_ATTR in s.user_attrs]
+    baseline_of = {s.user_attrs[LIKE_ATTR]: s.study_name for s in studies if LIKE_ATTR in s.user_attrs}
+    for frozen in studies:
+        name = frozen.study_name
+        if not _has_complete(optuna.load_study(study_name=name, storage=rdb)):
+            continue
+        info, study = build_report(name, url, baseline=baseline_of.get(name))
+        push_figures(study, info)
+    print(f"optuna-dashboard on http://{host}:{port} for {mask_url(url)} (Ctrl-C stops it)", flush=True)
+    serve(rdb, host, port)

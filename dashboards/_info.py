@@ -1,0 +1,190 @@
+"""Compute first, draw later: the numbers behind a report (trials, Pareto fronts,
+normalised hypervolume history, importances), for a study and its baseline."""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import optuna
+
+
+@dataclass
+class TrialPoint:
+    number: int
+    params: dict[str, Any]
+    metrics: dict[str, float]  # the objectives, by name
+    feasible: bool
+
+
+@dataclass
+class StudyPoints:
+    name: str
+    sampler: str
+    trials: list[TrialPoint]  # complete trials, by number
+    pareto: list[TrialPoint]  # feasible, non-dominated
+    n_trials: int  # all trials, whatever their state
+    failures: dict[str, int]  # failure reason -> count
+
+
+@dataclass
+class ReportInfo:
+    metric_names: list[str]
+    directions: list[str]
+    study: StudyPoints
+    baseline: StudyPoints | None
+    # Objectives are mapped to [0, 1] with these (low, high) bounds: the ideal and nadir
+    # of the two studies' joint Pareto front, so that hypervolumes compare.
+    bounds: list[tuple[float, float]]
+    reference_point: float  # in the normalised space, the same for every objective
+    hypervolume: dict[str, list[float]]  # study name -> value after each trial number
+    trials_to_reach_baseline: int | None  # trials the study needed to reach the baseline's final value
+    importances: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # study -> metric -> param
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
+
+    constraints = trial.system_attrs.get(_CONSTRAINTS_KEY)
+    return constraints is None or all(c <= 0 for c in constraints)
+
+
+def _dominates(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.all(a <= b) and np.any(a < b))
+
+
+def to_loss(values: list[float], directions: list[str]) -> np.ndarray:
+    """Values as losses: maximised objectives negated."""
+    return np.array([v if d == "minimize" else -v for v, d in zip(values, directions, strict=True)], dtype=float)
+
+
+def pareto_front(points: list[TrialPoint], metric_names: list[str], directions: list[str]) -> list[TrialPoint]:
+    feasible = [p for p in points if p.feasible]
+    losses = [to_loss([p.metrics[m] for m in metric_names], directions) for p in feasible]
+    return [p for p, loss in zip(feasible, losses, strict=True) if not any(_dominates(o, loss) for o in losses)]
+
+
+def collect(study: optuna.Study, metric_names: list[str], directions: list[str], sampler: str) -> StudyPoints:
+    from optuna.trial import TrialState
+
+    all_trials = study.get_trials(deepcopy=False)
+    points = [
+        TrialPoint(t.number, dict(t.params), dict(zip(metric_names, t.values, strict=True)), is_feasible(t))
+        for t in all_trials
+        if t.state == TrialState.COMPLETE
+    ]
+    failures = Counter(
+        t.user_attrs.get("failure_reason", "failed (no reason recorded)")
+        for t in all_trials
+        if t.state == TrialState.FAIL and t.user_attrs.get("failure_kind") != "surplus"
+    )
+    front = pareto_front(points, metric_names, directions)
+    return StudyPoints(study.study_name, sampler, points, front, len(all_trials), dict(failures))
+
+
+def bounds_over(
+    studies: list[StudyPoints], metric_names: list[str], directions: list[str]
+) -> list[tuple[float, float]]:
+    """Per objective, the ideal and nadir of the Pareto front of all studies together (the
+    usual normalisation: a diverged outlier does not squash the scale). Where the front is
+    one point, the range over all feasible trials."""
+    feasible = [p for s in studies for p in s.trials if p.feasible]
+    front = pareto_front(feasible, metric_names, directions)
+    bounds = []
+    for m in metric_names:
+        low, high = min((p.metrics[m] for p in front), default=0.0), max((p.metrics[m] for p in front), default=1.0)
+        if high <= low:
+            values = [p.metrics[m] for p in feasible] or [0.0]
+            low, high = min(values), max(values)
+        bounds.append((low, high if high > low else low + 1.0))
+    return bounds
+
+
+def normalise(
+    point: TrialPoint, metric_names: list[str], directions: list[str], bounds: list[tuple[float, float]]
+) -> np.ndarray:
+    """0 is the best value seen, 1 the worst, for every objective."""
+    out = []
+    for m, d, (low, high) in zip(metric_names, directions, bounds, strict=True):
+        scaled = (point.metrics[m] - low) / (high - low)
+        out.append(scaled if d == "minimize" else 1.0 - scaled)
+    return np.array(out)
+
+
+def hypervolume(points: list[np.ndarray], reference_point: float) -> float:
+    from optuna._hypervolume import compute_hypervolume
+
+    inside = [p for p in points if np.all(p < reference_point)]
+    if not inside:
+        return 0.0
+    return float(compute_hypervolume(np.array(inside), np.full(len(inside[0]), reference_point)))
+
+
+def hypervolume_history(
+    study: StudyPoints,
+    metric_names: list[str],
+    directions: list[str],
+    bounds: list[tuple[float, float]],
+    reference_point: float,
+) -> list[float]:
+    """The hypervolume of the feasible trials numbered up to n, for each n."""
+    by_number = {p.number: p for p in study.trials if p.feasible}
+    history, seen = [], []
+    for number in range(study.n_trials):
+        if number in by_number:
+            seen.append(normalise(by_number[number], metric_names, directions, bounds))
+        history.append(hypervolume(seen, reference_point) if seen else 0.0)
+    return history
+
+
+def _importances(study: optuna.Study, metric_names: list[str], directions: list[str]) -> dict[str, dict[str, float]]:
+    """Optuna's default evaluator (PED-ANOVA) per objective, each read as a loss."""
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    searched = sorted({name for t in complete for name, dist in t.distributions.items() if not dist.single()})
+    if len(complete) < 2 or not searched:
+        return {}
+    result = {}
+    for i, (metric, direction) in enumerate(zip(metric_names, directions, strict=True)):
+        sign = 1.0 if direction == "minimize" else -1.0
+        with warnings.catch_warnings():  # it warns that it ranks for low values: we pass losses
+            warnings.simplefilter("ignore", UserWarning)
+            values = optuna.importance.get_param_importances(
+                study, target=lambda t, i=i, sign=sign: sign * t.values[i], params=searched
+            )
+        result[metric] = {k: float(v) for k, v in values.items()}
+    return result
+
+
+def build_report_info(
+    study: optuna.Study,
+    sampler: str,
+    metric_names: list[str],
+    directions: list[str],
+    baseline: tuple[optuna.Study, str] | None = None,
+    reference_point: float = 1.1,
+) -> ReportInfo:
+    """Everything a report shows, for `study` and optionally `baseline` (a study and its
+    sampler's name), whose objectives must be the same."""
+    points = collect(study, metric_names, directions, sampler)
+    base = collect(baseline[0], metric_names, directions, baseline[1]) if baseline else None
+    studies = [points] + ([base] if base else [])
+    bounds = bounds_over(studies, metric_names, directions)
+    history = {s.name: hypervolume_history(s, metric_names, directions, bounds, reference_point) for s in studies}
+    reach = None
+    if base is not None and history[base.name]:
+        target = history[base.name][-1]
+        reach = next((n + 1 for n, hv in enumerate(history[points.name]) if hv >= target and target > 0), None)
+    importances = {study.study_name: _importances(study, metric_names, directions)}
+    if baseline:
+        importances[baseline[0].study_name] = _importances(baseline[0], metric_names, directions)
+    return ReportInfo(metric_names, directions, points, base, bounds, reference_point, history, reach, importances)

@@ -1,0 +1,143 @@
+"""Write a report: one self-contained HTML page (plotly inlined: it opens with no
+network), a JSON and a Markdown summary, and a PNG of the main plot where a headless
+Chromium is at hand."""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ._figures import hypervolume_figure, importance_figure, pareto_figures
+from ._info import ReportInfo, StudyPoints
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _markdown(info: ReportInfo) -> str:
+    lines = [f"# autotune report: {info.study.name}", ""]
+    for study in [info.study] + ([info.baseline] if info.baseline else []):
+        hv = info.hypervolume[study.name][-1] if info.hypervolume[study.name] else 0.0
+        lines += [
+            f"## {study.name} ({study.sampler})",
+            "",
+            f"{len(study.trials)} complete of {study.n_trials} trials; final hypervolume {hv:.4f}.",
+            "",
+        ]
+        if study.failures:
+            lines += ["Failed trials:", ""] + [f"- {n} × {reason}" for reason, n in study.failures.items()] + [""]
+        params = sorted({k for p in study.pareto for k in p.params})
+        lines += [
+            "| trial | " + " | ".join(params + info.metric_names) + " |",
+            "|---" * (1 + len(params) + len(info.metric_names)) + "|",
+        ]
+        for p in sorted(study.pareto, key=lambda p: p.number):
+            cells = [_fmt(p.params.get(k, "")) for k in params] + [_fmt(p.metrics[m]) for m in info.metric_names]
+            lines.append(f"| {p.number} | " + " | ".join(cells) + " |")
+        lines.append("")
+    bounds = ", ".join(
+        f"{m} in [{lo:.4g}, {hi:.4g}]" for m, (lo, hi) in zip(info.metric_names, info.bounds, strict=True)
+    )
+    lines += [
+        "## Hypervolume",
+        "",
+        f"Objectives normalised between the ideal and nadir of the joint Pareto front ({bounds}), "
+        f"reference point {info.reference_point:g} in every objective.",
+    ]
+    if info.baseline is not None:
+        reach = info.trials_to_reach_baseline
+        lines.append(
+            f"{info.study.name} reached the baseline's final hypervolume after {reach} trials."
+            if reach
+            else f"{info.study.name} did not reach the baseline's final hypervolume."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _table(study: StudyPoints, metric_names: list[str]) -> str:
+    params = sorted({k for p in study.pareto for k in p.params})
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["trial", *params, *metric_names])
+    rows = []
+    for p in sorted(study.pareto, key=lambda p: p.number):
+        cells = (
+            [str(p.number)] + [_fmt(p.params.get(k, "")) for k in params] + [_fmt(p.metrics[m]) for m in metric_names]
+        )
+        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    failures = "".join(f"<li>{n} × {html.escape(r)}</li>" for r, n in study.failures.items())
+    return (
+        f"<h2>{html.escape(study.name)} ({html.escape(study.sampler)}): Pareto trials</h2>"
+        f"<p>{len(study.trials)} complete of {study.n_trials} trials.</p>"
+        f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+        + (f"<p>Failed trials:</p><ul>{failures}</ul>" if failures else "")
+    )
+
+
+def report_figures(info: ReportInfo) -> list[go.Figure]:
+    """The report's figures, the main one (the first Pareto plot) first."""
+    figures = pareto_figures(info) + [hypervolume_figure(info)]
+    if any(info.importances.values()):
+        figures.append(importance_figure(info))
+    return figures
+
+
+def _screenshot(figure: go.Figure, path: Path) -> bool:
+    """A PNG of one figure through headless Chromium; False where there is none."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        page = Path(tmp) / "figure.html"
+        figure.write_html(page, include_plotlyjs=True, full_html=True, default_width=1100, default_height=700)
+        flags = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp}/profile",
+            "--hide-scrollbars",
+            "--window-size=1120,720",
+            "--virtual-time-budget=5000",
+        ]
+        done = subprocess.run(
+            [browser, *flags, f"--screenshot={path}", page.as_uri()], capture_output=True, timeout=120
+        )
+    return done.returncode == 0 and path.exists()
+
+
+def write_report(info: ReportInfo, out_dir: Path, extra_figures: list[go.Figure] = ()) -> dict[str, Path]:
+    """Write report.html, summary.json, summary.md and (where possible) pareto.png."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = report_figures(info) + list(extra_figures)
+    parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0), default_height=600) for i, f in enumerate(figures)]
+    tables = _table(info.study, info.metric_names) + (_table(info.baseline, info.metric_names) if info.baseline else "")
+    summary = _markdown(info)
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>autotune report: {html.escape(info.study.name)}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}</style></head><body>"
+        f"<h1>autotune report: {html.escape(info.study.name)}</h1>"
+        f"<pre>{html.escape(summary.split('## Hypervolume', 1)[1].strip())}</pre>"
+        + "".join(parts)
+        + tables
+        + "</body></html>"
+    )
+    written = {"html": out_dir / "report.html", "json": out_dir / "summary.json", "markdown": out_dir / "summary.md"}
+    written["html"].write_text(page)
+    written["json"].write_text(json.dumps(info.to_dict(), indent=1))
+    written["markdown"].write_text(summary)
+    if _screenshot(figures[0], out_dir / "pareto.png"):
+        written["png"] = out_dir / "pareto.png"
+    return written
