@@ -62,8 +62,10 @@ class WorkerProgress:
     def finished(self, trial: optuna.trial.FrozenTrial) -> None:
         self._running.pop(trial.number, None)
         took = trial.duration.total_seconds() if trial.duration else 0.0
-        head = f"trial {trial.number:>3} {trial.state.name:<8} {format_params(trial.params)}"
-        if trial.state.name == "COMPLETE":
+        failed = "failure_reason" in trial.user_attrs  # a failed config may be told as infeasible
+        state = "FAIL" if failed else trial.state.name
+        head = f"trial {trial.number:>3} {state:<8} {format_params(trial.params)}"
+        if not failed:
             detail = format_metrics(trial.user_attrs.get("metrics", {}), self._metric_names)
             line = Text.assemble((head, "green"), f"  {detail}  ({took:.0f} s)")
         else:

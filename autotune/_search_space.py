@@ -113,6 +113,23 @@ class SearchSpace(BaseModel):
             encoded[name] = _LIST_SEPARATOR.join(value) if isinstance(value, list) else value
         return encoded
 
+    def unit_point(self, params: dict[str, Any]) -> list[float]:
+        """The searched hyperparameters of `params` scaled to [0, 1] (log ranges on a log
+        scale, choices by position), in field order."""
+        import math
+
+        point = []
+        for name in self.searched():
+            param, value = getattr(self, name), params[name]
+            if isinstance(param, Range):
+                scale = math.log if param.log else float
+                span = scale(param.high) - scale(param.low)
+                point.append((scale(value) - scale(param.low)) / span if span else 0.0)
+            else:
+                encoded = [_LIST_SEPARATOR.join(c) if isinstance(c, list) else c for c in param.choices]
+                point.append(encoded.index(value) / max(1, len(encoded) - 1))
+        return point
+
     def suggest(self, trial: optuna.Trial) -> Hyperparameters:
         values: dict[str, Any] = {}
         for name in type(self).model_fields:

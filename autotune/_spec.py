@@ -83,6 +83,23 @@ class SamplerSpec(_Strict):
     n_pilot_trials: int = Field(0, ge=0)
 
 
+class TrialSpec(_Strict):
+    """What a trial evaluates. `qlora` fine-tunes the model; `zdt1` and `dtlz2` are standard
+    multi-objective test functions of the hyperparameters (scaled to the unit cube) that
+    run in the worker in microseconds, for load tests and benchmarks."""
+
+    kind: Literal["qlora", "zdt1", "dtlz2"] = "qlora"
+    delay_s: float = Field(0.0, ge=0)  # synthetic kinds: how long a trial takes
+    timeout_s: float | None = Field(None, gt=0)  # a trial over this is ended and recorded as timed out
+
+
+class WorkerSpec(_Strict):
+    # A worker beats every heartbeat_interval_s; a RUNNING trial silent for grace_period_s is
+    # failed by the next worker that starts a trial, and its config queued again once.
+    heartbeat_interval_s: int = Field(20, ge=1)
+    grace_period_s: int = Field(60, ge=1)
+
+
 class Budget(_Strict):
     n_trials: int = Field(ge=1)  # finished trials, counted across all workers of the study
 
@@ -92,19 +109,23 @@ def _default_objectives() -> list[Objective]:
 
 
 class StudySpec(_Strict):
-    model: ModelSpec
-    dataset: DatasetSpec
+    model: ModelSpec | None = None  # required by trial kind qlora
+    dataset: DatasetSpec | None = None  # required by trial kind qlora
     search_space: SearchSpace = SearchSpace()
     objectives: list[Objective] = Field(default_factory=_default_objectives, min_length=1)
     constraints: list[Constraint] = []
     sampler: SamplerSpec = SamplerSpec()
     budget: Budget
     training: TrainingSpec = TrainingSpec()
+    trial: TrialSpec = TrialSpec()
+    worker: WorkerSpec = WorkerSpec()
     # Configs to try first, e.g. a known-good {lora_r: 8, lora_alpha: 32}.
     enqueue_trials: list[dict[str, Any]] = []
 
     @model_validator(mode="after")
     def _check(self) -> StudySpec:
+        if self.trial.kind == "qlora" and (self.model is None or self.dataset is None):
+            raise ValueError("missing required key 'model' or 'dataset' (trial kind qlora trains a model on data)")
         metrics = [o.metric for o in self.objectives]
         if len(set(metrics)) != len(metrics):
             raise ValueError(f"objectives name a metric twice: {', '.join(metrics)}")

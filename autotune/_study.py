@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 SPEC_ATTR = "autotune_spec"
 
 
-def _storage(url: str | None, heartbeat: bool = False) -> tuple[str, optuna.storages.RDBStorage]:
+def _storage(url: str | None, heartbeat: tuple[int, int] | None = None) -> tuple[str, optuna.storages.BaseStorage]:
     resolved = resolve_storage_url(url)
     return resolved, open_storage(resolved, heartbeat=heartbeat)
 
@@ -39,8 +39,9 @@ def create_study(
     """
     import optuna
 
-    check_model_reference(spec.model)
-    load_examples(spec.dataset)  # a missing file, an unknown layout or column fails here
+    if spec.trial.kind == "qlora":
+        check_model_reference(spec.model)
+        load_examples(spec.dataset)  # a missing file, an unknown layout or column fails here
     url, rdb = _storage(storage)
     source = None
     if like is not None:
@@ -74,8 +75,11 @@ def create_study(
     return study
 
 
-def load_study(name: str, storage: str | None = None, *, heartbeat: bool = False) -> tuple[optuna.Study, StudySpec]:
-    """An existing autotune study and its spec."""
+def load_study(
+    name: str, storage: str | None = None, *, heartbeat: tuple[int, int] | None = None
+) -> tuple[optuna.Study, StudySpec]:
+    """An existing autotune study and its spec; `heartbeat` (interval, grace period) for a
+    worker's storage."""
     import optuna
 
     url, rdb = _storage(storage, heartbeat)

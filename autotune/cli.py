@@ -22,7 +22,7 @@ from ._spec import SamplerName, load_spec
 from ._study import StudySummary, create_study, list_studies, load_study, show_study
 from ._worker import run_worker
 from .objectives import TrialInputError
-from .storage import StorageError
+from .storage import StorageError, mask_url, resolve_storage_url, serve_grpc_proxy
 
 _USAGE_ERRORS = (AutotuneError, TrialInputError, StorageError)
 
@@ -104,6 +104,12 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
     run_dashboard(args.storage, host=args.host, port=args.port)
 
 
+def cmd_grpc_proxy(args: argparse.Namespace) -> None:
+    url = resolve_storage_url(args.storage)
+    print(f"gRPC storage proxy on {args.host}:{args.port} for {mask_url(url)}", flush=True)
+    serve_grpc_proxy(url, args.host, args.port)
+
+
 def cmd_worker(args: argparse.Namespace) -> None:
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     result = run_worker(args.name, args.storage, n_trials=args.n_trials, timeout=args.timeout, gpus=gpus)
@@ -179,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--host", default="127.0.0.1")
     dash.add_argument("--port", type=int, default=8080)
     dash.set_defaults(func=cmd_dashboard)
+
+    proxy = commands.add_parser("grpc-proxy", help="serve a database to many workers (storage grpc://HOST:PORT)")
+    proxy.add_argument("--storage", help=storage_help)
+    proxy.add_argument("--host", default="0.0.0.0")
+    proxy.add_argument("--port", type=int, default=13000)
+    proxy.set_defaults(func=cmd_grpc_proxy)
 
     demo = commands.add_parser("demo", help="a small study of the bundled SmolLM2-135M on Python's docs, offline")
     demo.add_argument("--storage", help=storage_help)

@@ -17,9 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from autotune.objectives import Hyperparameters, TrialConfig
-
 from autotune import load_spec
+from autotune.objectives import Hyperparameters, TrialConfig
 
 SPEC = Path(__file__).parent / "specs" / "smollm2_gpu.yaml"
 

@@ -51,10 +51,7 @@ class ReportInfo:
 
 
 def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
-    from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
-
-    constraints = trial.system_attrs.get(_CONSTRAINTS_KEY)
-    return constraints is None or all(c <= 0 for c in constraints)
+    return all(c <= 0 for c in trial.constraints.values())
 
 
 def _dominates(a: np.ndarray, b: np.ndarray) -> bool:
@@ -76,15 +73,18 @@ def collect(study: optuna.Study, metric_names: list[str], directions: list[str],
     from optuna.trial import TrialState
 
     all_trials = study.get_trials(deepcopy=False)
+    # A trial whose config failed may be COMPLETE with penalty values (the sampler learns
+    # from it): it has a failure_reason and no real metrics, so it counts as a failure.
     points = [
         TrialPoint(t.number, dict(t.params), dict(zip(metric_names, t.values, strict=True)), is_feasible(t))
         for t in all_trials
-        if t.state == TrialState.COMPLETE
+        if t.state == TrialState.COMPLETE and "failure_reason" not in t.user_attrs
     ]
     failures = Counter(
-        t.user_attrs.get("failure_reason", "failed (no reason recorded)")
+        t.user_attrs.get("failure_reason", "no reason recorded: a lost worker's trial, failed by the heartbeat")
         for t in all_trials
-        if t.state == TrialState.FAIL and t.user_attrs.get("failure_kind") != "surplus"
+        if (t.state == TrialState.FAIL or "failure_reason" in t.user_attrs)
+        and t.user_attrs.get("failure_kind") != "surplus"
     )
     front = pareto_front(points, metric_names, directions)
     return StudyPoints(study.study_name, sampler, points, front, len(all_trials), dict(failures))

@@ -15,6 +15,7 @@ from ._config import (
 from ._data import DEMO_CORPUS, build_splits, load_examples
 from ._errors import TrialInputError
 from ._model import DEMO_MODEL, check_model_reference, convert_gguf, resolve_model
+from ._synthetic import synthetic_metrics
 from ._train import run_trial
 from ._translate import bnb_kwargs, lora_kwargs, sft_kwargs
 
@@ -37,4 +38,5 @@ __all__ = [
     "resolve_model",
     "run_trial",
     "sft_kwargs",
+    "synthetic_metrics",
 ]

@@ -28,10 +28,12 @@ _LAYOUT_NAMES = ", ".join(LAYOUTS)
 
 
 def _prompt(instruction: str, context: str | None) -> str:
-    # The Alpaca template, the common practice for instruction data.
+    # The Alpaca template, the common practice for instruction data. The prompt ends on
+    # "Response:" and the completion starts with the newline: BPE tokenizers merge "\n"
+    # with what follows, and trl needs the prompt's tokens to be a prefix of the whole.
     if context:
-        return f"### Instruction:\n{instruction}\n\n### Input:\n{context}\n\n### Response:\n"
-    return f"### Instruction:\n{instruction}\n\n### Response:\n"
+        return f"### Instruction:\n{instruction}\n\n### Input:\n{context}\n\n### Response:"
+    return f"### Instruction:\n{instruction}\n\n### Response:"
 
 
 def _to_trl(layout: str, row: dict[str, Any]) -> dict[str, Any]:
@@ -40,9 +42,9 @@ def _to_trl(layout: str, row: dict[str, Any]) -> dict[str, Any]:
     if layout == "prompt_completion":
         return {"prompt": row["prompt"], "completion": row["completion"]}
     if layout == "alpaca":
-        return {"prompt": _prompt(row["instruction"], row.get("input")), "completion": row["output"]}
+        return {"prompt": _prompt(row["instruction"], row.get("input")), "completion": "\n" + row["output"]}
     if layout == "dolly":
-        return {"prompt": _prompt(row["instruction"], row.get("context")), "completion": row["response"]}
+        return {"prompt": _prompt(row["instruction"], row.get("context")), "completion": "\n" + row["response"]}
     messages = row["messages"]
     if len(messages) > 1 and messages[-1]["role"] == "assistant":
         return {"prompt": messages[:-1], "completion": messages[-1:]}

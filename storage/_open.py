@@ -8,10 +8,9 @@ from ._url import mask_url
 if TYPE_CHECKING:
     import optuna
 
-# A worker beats every HEARTBEAT_INTERVAL_S; a RUNNING trial silent for GRACE_PERIOD_S is
-# failed by the next worker that starts a trial, and re-queued once.
-HEARTBEAT_INTERVAL_S = 20
-GRACE_PERIOD_S = 60
+# SQLSTATE classes and codes worth a retry: connection exceptions, serialization failure,
+# deadlock, server shutting down or starting up.
+_TRANSIENT_SQLSTATES = ("08", "40001", "40P01", "57P01", "57P02", "57P03")
 
 
 class StorageError(Exception):
@@ -31,35 +30,78 @@ def engine_kwargs(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         # Wait for a busy SQLite file instead of failing at once when workers write together.
         return {"connect_args": {"timeout": 60}}
-    # Servers drop idle connections; a pre-ping replaces them instead of failing a trial.
-    return {"pool_pre_ping": True}
+    # Servers drop idle connections: a pre-ping replaces them instead of failing a trial
+    # (Optuna sets it only for MySQL). A worker holds a few connections (its trial threads
+    # and the heartbeat): a small pool each keeps hundreds of workers under max_connections.
+    return {"pool_pre_ping": True, "pool_size": 4, "max_overflow": 4, "pool_recycle": 1800}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A lost connection, a serialization failure, a deadlock, a locked SQLite file:
+    errors where the same operation may work a moment later. Optuna and SQLAlchemy wrap
+    the driver's error (StorageInternalError, PendingRollbackError): the whole chain counts."""
+    from sqlalchemy import exc as sa
+
+    link: BaseException | None = exc
+    while link is not None:
+        if isinstance(link, sa.DBAPIError) and link.connection_invalidated:
+            return True
+        if isinstance(link, (sa.OperationalError, sa.InterfaceError)):
+            sqlstate = getattr(getattr(link, "orig", None), "sqlstate", None)
+            # No SQLSTATE (SQLite "database is locked", a closed socket): transient.
+            return sqlstate is None or sqlstate.startswith(_TRANSIENT_SQLSTATES)
+        link = link.__cause__ or link.__context__
+    return False
 
 
 def storage_error(url: str, exc: BaseException) -> StorageError:
     """A one-line StorageError for `exc`, with no credentials in it."""
-    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    root: BaseException | None = exc
+    while root is not None and getattr(root, "orig", None) is None and (root.__cause__ or root.__context__):
+        root = root.__cause__ or root.__context__  # past Optuna's StorageInternalError to the driver's
+    reason = str(getattr(root, "orig", None) or exc).strip().splitlines()[0]
     password = _password(url)
     if password:
         reason = reason.replace(password, "***")
     return StorageError(f"cannot use storage {mask_url(url)}: {reason}")
 
 
-def open_storage(url: str, *, heartbeat: bool = False) -> optuna.storages.RDBStorage:
-    """An Optuna RDBStorage on `url`; with `heartbeat`, trials of dead workers are failed
-    after the grace period and their configs re-queued once."""
+def open_storage(url: str, *, heartbeat: tuple[int, int] | None = None) -> optuna.storages.BaseStorage:
+    """An Optuna storage for `url`:
+
+    - any SQLAlchemy URL: RDBStorage; with `heartbeat` (interval, grace period in seconds),
+      a RUNNING trial whose worker stopped beating is failed and its config queued again once;
+    - `journal:///path/to/file.log`: JournalStorage on a file (one host, no database server;
+      no heartbeat: a killed worker's trial stays RUNNING);
+    - `grpc://host:port`: GrpcStorageProxy, talking to `autotune grpc-proxy` in front of a
+      database (hundreds of workers, one connection pool; no heartbeat).
+    """
     import optuna
 
-    kwargs: dict[str, Any] = {}
-    if heartbeat:
-        kwargs = {
-            "heartbeat_interval": HEARTBEAT_INTERVAL_S,
-            "grace_period": GRACE_PERIOD_S,
-        }
     try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
+        with warnings.catch_warnings():  # journal, gRPC and heartbeats are "experimental"
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            if heartbeat:
-                kwargs["heartbeat_stale_trial_callback"] = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+            if url.startswith("journal://"):
+                from optuna.storages.journal import JournalFileBackend
+
+                return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal://")))
+            if url.startswith("grpc://"):
+                host, _, port = url.removeprefix("grpc://").rpartition(":")
+                return optuna.storages.GrpcStorageProxy(host=host, port=int(port))
+            kwargs: dict[str, Any] = {}
+            if heartbeat is not None:
+                kwargs = {
+                    "heartbeat_interval": heartbeat[0],
+                    "grace_period": heartbeat[1],
+                    "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+                }
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **kwargs)
     except Exception as exc:  # SQLAlchemy and the drivers raise many types for a bad URL
         raise storage_error(url, exc) from exc
+
+
+def serve_grpc_proxy(url: str, host: str, port: int) -> None:
+    """Serve `url` (a database) to GrpcStorageProxy clients until stopped."""
+    import optuna
+
+    optuna.storages.run_grpc_proxy_server(open_storage(url), host=host, port=port)

@@ -16,6 +16,8 @@ def resolve_storage_url(url: str | None = None) -> str:
 
 def mask_url(url: str) -> str:
     """The URL with its password replaced by ***, for messages and logs."""
+    if url.startswith(("journal://", "grpc://")):
+        return url
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 

@@ -110,7 +110,7 @@ def postgres_url() -> Any:
     base = os.environ.get("AUTOTUNE_TEST_POSTGRES_URL")
     if not base:
         pytest.skip("AUTOTUNE_TEST_POSTGRES_URL is not set: no PostgreSQL server to test against")
-    admin = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
+    admin = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     name = f"autotune_test_{uuid.uuid4().hex[:12]}"
     try:
         with admin.connect() as conn:

@@ -7,9 +7,10 @@ from typing import Any
 
 import optuna
 import pytest
-from conftest import small_spec, write_jsonl, write_spec
 
 from autotune.cli import main
+
+from conftest import small_spec, write_jsonl, write_spec
 
 
 def _run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:

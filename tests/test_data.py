@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from autotune.objectives import DEMO_CORPUS, DatasetSpec, TrialInputError, build_splits, load_examples
+
 from conftest import write_jsonl
 
 ROWS = {
@@ -40,7 +42,8 @@ def test_each_layout_is_detected_and_shaped_for_trl(tmp_path, layout):
         assert set(data.column_names) == {"prompt", "completion"}
     if layout == "alpaca":
         prompts = data["prompt"]
-        assert all(p.startswith("### Instruction:\n") and p.endswith("### Response:\n") for p in prompts)
+        assert all(p.startswith("### Instruction:\n") and p.endswith("### Response:") for p in prompts)
+        assert all(c.startswith("\n") for c in data["completion"])
         assert any("### Input:\n" in p for p in prompts) and not all("### Input:\n" in p for p in prompts)
     if layout == "dolly":
         assert "### Input:\nnumbers" in example["prompt"]
@@ -123,4 +126,4 @@ def test_demo_corpus_is_python_reference_as_instructions():
     data, layout = load_examples(DatasetSpec(path=DEMO_CORPUS, max_length=128))
     assert layout == "alpaca" and len(data) > 79
     assert all(p.startswith("### Instruction:\nExplain the Python topic") for p in data["prompt"][:20])
-    assert max(len(c) for c in data["completion"]) <= 128 * 2.5
+    assert max(len(c) for c in data["completion"]) <= 128 * 2.5 + 1  # + the leading newline

@@ -16,12 +16,13 @@ import numpy as np
 import optuna
 import pytest
 import yaml
-from autotune.dashboards import hypervolume
-from autotune.objectives import Hyperparameters, TrialConfig
-from conftest import small_spec, write_spec
 
 import autotune
 from autotune.cli import main
+from autotune.dashboards import hypervolume
+from autotune.objectives import Hyperparameters, TrialConfig
+
+from conftest import small_spec, write_spec
 
 
 def _spec(tmp_path, model, data, **overrides):

@@ -11,6 +11,8 @@ import subprocess
 import sys
 
 import pytest
+
+from autotune._trial_process import failure_reason
 from autotune.objectives import (
     DatasetSpec,
     Hyperparameters,
@@ -22,9 +24,8 @@ from autotune.objectives import (
     run_trial,
     sft_kwargs,
 )
-from conftest import write_jsonl
 
-from autotune._trial_process import failure_reason
+from conftest import write_jsonl
 
 
 def _config(model, data, **training) -> TrialConfig:
@@ -65,6 +66,7 @@ def test_translators_build_the_library_configs(tmp_path, tiny_model, dataset_fil
 def test_model_loads_in_4bit_nf4(tiny_model):
     import bitsandbytes as bnb
     import torch
+
     from autotune.objectives._model import load_model
 
     model, _ = load_model(ModelSpec(name_or_path=str(tiny_model)), bnb_kwargs(TrainingSpec()), "bfloat16", on_gpu=False)

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import optuna
 import psutil
-from conftest import small_spec, write_spec
 from optuna.trial import TrialState
 
 import autotune
 from autotune.cli import main
+
+from conftest import small_spec, write_spec
 
 
 def _create(tmp_path: Path, url: str, model: Path, data: Path, name: str = "s", **overrides: object) -> None:

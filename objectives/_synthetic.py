@@ -1,0 +1,38 @@
+"""Standard two-objective test functions on the unit cube, reported under the trial's
+metric names, so that a study can run without training (load tests, benchmarks).
+
+f1 stands for cost (train_time_s, peak_mem_gb, and tokens_per_s as 1/f1), f2 for quality
+(eval_loss, train_loss, perplexity as exp(f2))."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def zdt1(x: Sequence[float]) -> tuple[float, float]:
+    """Zitzler-Deb-Thiele 1: a convex front f2 = 1 - sqrt(f1) where x[1:] = 0."""
+    f1 = x[0]
+    g = 1.0 + 9.0 * sum(x[1:]) / max(1, len(x) - 1)
+    return f1, g * (1.0 - math.sqrt(f1 / g))
+
+
+def dtlz2(x: Sequence[float]) -> tuple[float, float]:
+    """DTLZ2 with two objectives: a concave quarter circle where x[1:] = 0.5."""
+    g = sum((xi - 0.5) ** 2 for xi in x[1:])
+    return (1.0 + g) * math.cos(x[0] * math.pi / 2), (1.0 + g) * math.sin(x[0] * math.pi / 2)
+
+
+FUNCTIONS = {"zdt1": zdt1, "dtlz2": dtlz2}
+
+
+def synthetic_metrics(kind: str, x: Sequence[float]) -> dict[str, float]:
+    cost, quality = FUNCTIONS[kind](x)
+    return {
+        "eval_loss": quality,
+        "perplexity": math.exp(quality),
+        "train_loss": quality,
+        "train_time_s": cost,
+        "peak_mem_gb": cost,
+        "tokens_per_s": 1.0 / (cost + 1e-3),
+    }
