@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 from ._spec import SamplerSpec
@@ -26,5 +27,7 @@ def build_sampler(spec: SamplerSpec, n_trials: int, seed: int | None) -> optuna.
     if spec.name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=nsga2_population_size(spec, n_trials))
     if spec.name == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed)
+        with warnings.catch_warnings():  # experimental since Optuna 3.0
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(seed=seed, scramble=True)  # unscrambled, every seed is the same
     return optuna.samplers.RandomSampler(seed=seed)

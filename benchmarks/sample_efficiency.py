@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--budget", type=int, default=50)
+    parser.add_argument("--samplers", default=",".join(SAMPLERS), help="comma-separated (default: all)")
     parser.add_argument("--table", type=Path, help="a tabular benchmark (benchmarks/tabular_grid.py)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -103,7 +104,7 @@ def main() -> None:
     results: dict = {"budget": args.budget, "seeds": args.seeds, "problems": {}}
     for name, problem in problems.items():
         curves = {}
-        for sampler in SAMPLERS:
+        for sampler in args.samplers.split(","):
             started = time.perf_counter()
             curves[sampler] = np.array([run(problem, sampler, seed, args.budget) for seed in range(args.seeds)])
             print(f"{name:<28} {sampler:<7} {time.perf_counter() - started:6.1f} s", flush=True)
@@ -122,7 +123,7 @@ def main() -> None:
             }
         protocol = {}
         if args.budget >= 25:
-            for sampler in SAMPLERS:
+            for sampler in args.samplers.split(","):
                 finals = [run(problem, sampler, seed, 25, pilot=20)[-1] for seed in range(args.seeds)]
                 protocol[sampler] = float(np.median(finals))
         results["problems"][name] = {
