@@ -72,9 +72,9 @@ class Constraint(_Strict):
 
 
 class SamplerSpec(_Strict):
-    # tpe: the best of the samplers benchmarks/sample_efficiency.py could run here at 50
-    # trials, cheap to ask, and with constant_liar it spreads parallel workers (see README).
-    name: SamplerName = "tpe"
+    # gp: the most sample-efficient in benchmarks/sample_efficiency.py by far (README,
+    # Benchmarks); its second-long asks are nothing next to a fine-tuning trial.
+    name: SamplerName = "gp"
     seed: int | None = 0
     # NSGA-II only. None: a fifth of the budget, between 4 and 50, so that a small budget
     # still sees several generations (Optuna's default of 50 is random search at 50 trials).

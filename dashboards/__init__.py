@@ -13,9 +13,10 @@ from ._info import (
     normalise,
     pareto_front,
 )
-from ._write import report_figures, write_report
+from ._write import CHROMIUM_FLAGS, report_figures, write_report
 
 __all__ = [
+    "CHROMIUM_FLAGS",
     "ReportInfo",
     "StudyPoints",
     "TrialPoint",

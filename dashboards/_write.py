@@ -89,6 +89,19 @@ def report_figures(info: ReportInfo) -> list[go.Figure]:
     return figures
 
 
+# Headless Chromium as root on a machine with no network: no sandbox, no GPU, and none of
+# the background connections that a closed network refuses.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
 def _screenshot(figure: go.Figure, path: Path) -> bool:
     """A PNG of one figure through headless Chromium; False where there is none."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -98,13 +111,7 @@ def _screenshot(figure: go.Figure, path: Path) -> bool:
         page = Path(tmp) / "figure.html"
         figure.write_html(page, include_plotlyjs=True, full_html=True, default_width=1100, default_height=700)
         flags = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
+            *CHROMIUM_FLAGS,
             f"--user-data-dir={tmp}/profile",
             "--hide-scrollbars",
             "--window-size=1120,720",

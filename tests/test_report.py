@@ -19,7 +19,7 @@ import yaml
 
 import autotune
 from autotune.cli import main
-from autotune.dashboards import hypervolume
+from autotune.dashboards import CHROMIUM_FLAGS, hypervolume
 from autotune.objectives import Hyperparameters, TrialConfig
 
 from conftest import small_spec, write_spec
@@ -142,13 +142,7 @@ def test_report_opens_in_headless_chromium(filled, tmp_path, capsys):
     done = subprocess.run(
         [
             browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
+            *CHROMIUM_FLAGS,
             f"--user-data-dir={tmp_path / 'profile'}",
             "--enable-logging=stderr",
             "--v=0",
