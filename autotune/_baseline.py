@@ -38,6 +38,13 @@ def spec_difference(study: StudySpec, baseline: StudySpec) -> str | None:
     return None
 
 
+def require_comparable(study: StudySpec, baseline: StudySpec, refusal: str) -> None:
+    """Raise `refusal: they differ in ...` where the specs differ but for the sampler."""
+    difference = spec_difference(study, baseline)
+    if difference:
+        raise AutotuneError(f"{refusal}: they differ in {difference}")
+
+
 def pilot_points(spec: StudySpec) -> list[dict[str, Any]]:
     """`sampler.n_pilot_trials` configs drawn at random (seeded), in Optuna's param form."""
     import optuna

@@ -15,7 +15,7 @@ import yaml
 from ._errors import AutotuneError
 from ._spec import StudySpec
 from ._study import load_study
-from .dashboards import build_report_info, is_feasible, normalise
+from .dashboards import bounds_over, collect, is_feasible, normalise
 from .objectives import METRICS, TrialConfig, bnb_kwargs, lora_kwargs, sft_kwargs
 
 if TYPE_CHECKING:
@@ -70,11 +70,11 @@ def pick_trials(study: optuna.Study, spec: StudySpec, pick: str) -> list[optuna.
     if whole == "pareto":
         return front
     if whole == "knee":
-        info = build_report_info(study, spec.sampler.name, spec.metric_names, spec.directions)
-        by_number = {p.number: p for p in info.study.pareto}
+        points = collect(study, spec.metric_names, spec.directions, spec.sampler.name)
+        bounds = bounds_over([points], spec.metric_names, spec.directions)
         distance = {
-            n: float(np.linalg.norm(normalise(p, spec.metric_names, spec.directions, info.bounds)))
-            for n, p in by_number.items()
+            p.number: float(np.linalg.norm(normalise(p, spec.metric_names, spec.directions, bounds)))
+            for p in points.pareto
         }
         return [min(front, key=lambda t: distance[t.number])]
     if direction is not None:
@@ -101,6 +101,9 @@ def export(
     study, spec = load_study(name, storage)
     entries = [_entry(name, t) for t in pick_trials(study, spec, pick)]
     if out is not None:
-        text = json.dumps(entries, indent=2) if fmt == "json" else yaml.safe_dump(entries, sort_keys=False)
-        Path(out).write_text(text)
+        Path(out).write_text(format_entries(entries, fmt))
     return entries
+
+
+def format_entries(entries: list[dict[str, Any]], fmt: str) -> str:
+    return json.dumps(entries, indent=2) if fmt == "json" else yaml.safe_dump(entries, sort_keys=False)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._baseline import LIKE_ATTR, spec_difference
+from ._baseline import LIKE_ATTR, require_comparable
 from ._errors import AutotuneError
 from ._study import SPEC_ATTR, _storage, load_study
 from .dashboards import ReportInfo, build_report_info, push_figures, serve, write_report
@@ -32,9 +32,7 @@ def build_report(
     other = None
     if baseline is not None:
         base_study, base_spec = load_study(baseline, storage)
-        difference = spec_difference(spec, base_spec)
-        if difference:
-            raise AutotuneError(f"{baseline!r} is not a baseline of {name!r}: they differ in {difference}")
+        require_comparable(spec, base_spec, f"{baseline!r} is not a baseline of {name!r}")
         other = (base_study, base_spec.sampler.name)
     if reference_point <= 1.0:
         raise AutotuneError(

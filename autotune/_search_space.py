@@ -25,6 +25,10 @@ _INT_PARAMS = {"lora_r", "lora_alpha", "per_device_train_batch_size"}
 _LIST_SEPARATOR = ","  # Optuna choices are scalars: a list of modules is stored joined
 
 
+def _encode(value: Any) -> Any:
+    return _LIST_SEPARATOR.join(value) if isinstance(value, list) else value
+
+
 class Range(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     low: float
@@ -110,7 +114,7 @@ class SearchSpace(BaseModel):
             if name not in type(self).model_fields:
                 raise ValueError(f"unknown hyperparameter {name!r}; known: {', '.join(type(self).model_fields)}")
             _check_value(name, value)
-            encoded[name] = _LIST_SEPARATOR.join(value) if isinstance(value, list) else value
+            encoded[name] = _encode(value)
         return encoded
 
     def unit_point(self, params: dict[str, Any]) -> list[float]:
@@ -126,7 +130,7 @@ class SearchSpace(BaseModel):
                 span = scale(param.high) - scale(param.low)
                 point.append((scale(value) - scale(param.low)) / span if span else 0.0)
             else:
-                encoded = [_LIST_SEPARATOR.join(c) if isinstance(c, list) else c for c in param.choices]
+                encoded = [_encode(c) for c in param.choices]
                 point.append(encoded.index(value) / max(1, len(encoded) - 1))
         return point
 
@@ -140,7 +144,7 @@ class SearchSpace(BaseModel):
             elif isinstance(param, Range):
                 values[name] = trial.suggest_float(name, param.low, param.high, step=param.step, log=param.log)
             elif isinstance(param, Choice):
-                encoded = [_LIST_SEPARATOR.join(c) if isinstance(c, list) else c for c in param.choices]
+                encoded = [_encode(c) for c in param.choices]
                 value = trial.suggest_categorical(name, encoded)
                 values[name] = (
                     value.split(_LIST_SEPARATOR) if isinstance(value, str) and _LIST_SEPARATOR in value else value

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._baseline import LIKE_ATTR, PILOT_ATTR, copy_pilot_trials, pilot_points, spec_difference
+from ._baseline import LIKE_ATTR, PILOT_ATTR, copy_pilot_trials, pilot_points, require_comparable
 from ._errors import AutotuneError
 from ._spec import StudySpec, parse_spec
 from .objectives import check_model_reference, load_examples
@@ -46,9 +46,7 @@ def create_study(
     source = None
     if like is not None:
         source, source_spec = load_study(like, url)
-        difference = spec_difference(source_spec, spec)
-        if difference:
-            raise AutotuneError(f"study {name!r} cannot be a baseline of {like!r}: they differ in {difference}")
+        require_comparable(source_spec, spec, f"study {name!r} cannot be a baseline of {like!r}")
     if name in optuna.get_all_study_names(rdb):
         study = optuna.load_study(study_name=name, storage=rdb)
         if skip_if_exists and study.user_attrs.get(SPEC_ATTR) == spec.to_json_dict():

@@ -9,13 +9,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from ._demo import run_demo
 from ._errors import AutotuneError
-from ._export import PICK_HELP, export
+from ._export import PICK_HELP, export, format_entries
 from ._progress import format_params
 from ._report import report, run_dashboard
 from ._spec import SamplerName, load_spec
@@ -94,8 +93,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     entries = export(args.name, args.storage, pick=args.pick, out=args.out, fmt=args.format)
     if args.out is None:
-        text = json.dumps(entries, indent=2) if args.format == "json" else yaml.safe_dump(entries, sort_keys=False)
-        print(text, end="")
+        print(format_entries(entries, args.format), end="")
     else:
         print(f"{len(entries)} trial(s) of {args.name!r} written to {args.out}", file=sys.stderr)
 
