@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ._errors import SpecError
 from ._search_space import SearchSpace
-from .objectives import METRICS, DatasetSpec, ModelSpec, TrainingSpec
+from .objectives import METRICS, TABULAR_PREFIX, TEST_FUNCTIONS, DatasetSpec, ModelSpec, TrainingSpec, load_table
 
 SamplerName = Literal["gp", "tpe", "nsga2", "random", "qmc"]
 _CONSTRAINT = re.compile(r"^\s*(\w+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
@@ -87,12 +87,25 @@ class SamplerSpec(_Strict):
 
 class TrialSpec(_Strict):
     """What a trial evaluates. `qlora` fine-tunes the model; `zdt1` and `dtlz2` are standard
-    multi-objective test functions of the hyperparameters (scaled to the unit cube) that
-    run in the worker in microseconds, for load tests and benchmarks."""
+    multi-objective test functions of the hyperparameters (scaled to the unit cube);
+    `tabular:<file>` replays a table of real runs (benchmarks/tabular_grid.py) at the grid
+    point nearest the config. All but qlora run in the worker in microseconds, for load
+    tests and benchmarks."""
 
-    kind: Literal["qlora", "zdt1", "dtlz2"] = "qlora"
-    delay_s: float = Field(0.0, ge=0)  # synthetic kinds: how long a trial takes
+    kind: str = "qlora"
+    delay_s: float = Field(0.0, ge=0)  # kinds other than qlora: how long a trial takes
     timeout_s: float | None = Field(None, gt=0)  # a trial over this is ended and recorded as timed out
+
+    @field_validator("kind")
+    @classmethod
+    def _check_kind(cls, kind: str) -> str:
+        if kind.startswith(TABULAR_PREFIX):
+            load_table(kind.removeprefix(TABULAR_PREFIX))
+        elif kind not in ("qlora", *TEST_FUNCTIONS):
+            raise ValueError(
+                f"unknown trial kind {kind!r}; choose qlora, {', '.join(TEST_FUNCTIONS)} or tabular:<file>"
+            )
+        return kind
 
 
 class WorkerSpec(_Strict):
@@ -189,6 +202,10 @@ def parse_spec(data: Any, source: str = "spec", base: Path | None = None) -> Stu
             data["model"] = {**data["model"], "name_or_path": _resolve_local(data["model"]["name_or_path"], base)}
         if isinstance(data.get("dataset"), dict) and isinstance(data["dataset"].get("path"), str):
             data["dataset"] = {**data["dataset"], "path": _resolve_local(data["dataset"]["path"], base)}
+        trial = data.get("trial")
+        if isinstance(trial, dict) and isinstance(trial.get("kind"), str) and trial["kind"].startswith(TABULAR_PREFIX):
+            table = _resolve_local(trial["kind"].removeprefix(TABULAR_PREFIX), base)
+            data["trial"] = {**trial, "kind": TABULAR_PREFIX + table}
     try:
         return StudySpec.model_validate(data)
     except ValidationError as exc:

@@ -5,8 +5,9 @@ within a budget, against random search, over seeds.
 
 Problems: the two-objective test functions ZDT1 and DTLZ2 over the default search space
 (lora_r, lora_alpha, learning_rate scaled to the unit cube, as `trial: {kind: ...}` runs
-them), and, where a table from benchmarks/tabular_grid.py exists, that table replayed (the
-nearest grid point of a sampled config). Each problem's true front is known (analytic on
+them), and, with --table, a table of real runs from benchmarks/tabular_grid.py replayed as
+`trial: {kind: "tabular:<file>"}` replays it (the nearest grid point), over a search space
+spanning the grid, minimising eval_loss and train_time_s. Each problem's true front is known (analytic on
 the integer grid of lora_r, or the exhaustive table), so results are hypervolume ratios.
 Samplers are built exactly as workers build them (autotune's build_sampler). Also the seed
 literature's protocol: 20 random pilot trials, then 5 by the sampler against 5 more random.
@@ -23,15 +24,15 @@ from pathlib import Path
 import numpy as np
 import optuna
 
-from autotune import SamplerSpec, SearchSpace
+from autotune import Range, SamplerSpec, SearchSpace
 from autotune._samplers import build_sampler
 from autotune.dashboards import hypervolume
-from autotune.objectives import synthetic_metrics
+from autotune.objectives import load_table, synthetic_metrics
 
 SAMPLERS = ["gp", "tpe", "nsga2", "random", "qmc"]
 CHECKPOINTS = [10, 20, 30, 50]
 SPACE = SearchSpace()
-Problem = tuple[Callable[[dict], tuple[float, float]], float]  # objective, true hypervolume
+Problem = tuple[Callable[[dict], tuple[float, float]], float, SearchSpace]  # objective, true hypervolume, space
 
 
 def _synthetic(kind: str) -> Problem:
@@ -45,7 +46,7 @@ def _synthetic(kind: str) -> Problem:
     for r in range(4, 65):
         x0 = SPACE.unit_point({"lora_r": r, "lora_alpha": 8, "learning_rate": 1e-5})[0]
         front.append(np.array(objective_point(kind, [x0, rest, rest])))
-    return objective, hypervolume(front, 1.1)
+    return objective, hypervolume(front, 1.1), SPACE
 
 
 def objective_point(kind: str, x: list[float]) -> tuple[float, float]:
@@ -54,33 +55,37 @@ def objective_point(kind: str, x: list[float]) -> tuple[float, float]:
 
 
 def _tabular(path: Path) -> Problem:
-    table = json.loads(path.read_text())
-    rows = [r for r in table["rows"] if "eval_loss" in r]
-    keys = np.log(np.array([[r["lora_r"], r["lora_alpha"], r["learning_rate"]] for r in rows]))
-    values = np.array([[r["eval_loss"], r["train_time_s"]] for r in rows])
+    """Minimise eval_loss and train_time_s, each scaled to [0, 1] over the whole grid, on a
+    search space spanning the grid (log ranges); the table is replayed as workers replay it."""
+    table = load_table(str(path))
+    measured = [row for row in table.rows.values() if "error" not in row]
+    values = np.array([[row["eval_loss"], row["train_time_s"]] for row in measured])
     low, high = values.min(axis=0), values.max(axis=0)
-    scaled = (values - low) / (high - low)  # normalised to [0, 1] over the whole grid
+
+    def scaled(row: dict) -> tuple[float, float]:
+        if "error" in row:  # as a worker tells a failed config: the worst values
+            return 1.0, 1.0
+        return tuple((np.array([row["eval_loss"], row["train_time_s"]]) - low) / (high - low))
 
     def objective(params: dict) -> tuple[float, float]:
-        point = np.log([params["lora_r"], params["lora_alpha"], params["learning_rate"]])
-        nearest = int(np.argmin(((keys - point) ** 2).sum(axis=1)))
-        return tuple(scaled[nearest])
+        return scaled(table.rows[table.nearest(params)])
 
-    return objective, hypervolume(list(scaled), 1.1)
+    space = SearchSpace(**{name: Range(low=min(grid), high=max(grid), log=True) for name, grid in table.grid.items()})
+    return objective, hypervolume([np.array(scaled(row)) for row in measured], 1.1), space
 
 
 def run(problem: Problem, sampler: str, seed: int, budget: int, pilot: int = 0) -> list[float]:
     """The hypervolume ratio after each trial."""
-    objective, true_hv = problem
+    objective, true_hv, space = problem
     spec = SamplerSpec(name=sampler, seed=seed, population_size=10 if sampler == "nsga2" else None)
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=build_sampler(spec, budget, seed))
     if pilot:
         pilot_study = optuna.create_study(
             directions=["minimize", "minimize"], sampler=optuna.samplers.RandomSampler(seed)
         )
-        pilot_study.optimize(lambda t: objective(SPACE.suggest(t).model_dump()), n_trials=pilot)
+        pilot_study.optimize(lambda t: objective(space.suggest(t).model_dump()), n_trials=pilot)
         study.add_trials(pilot_study.trials)
-    study.optimize(lambda t: objective(SPACE.suggest(t).model_dump()), n_trials=budget - pilot)
+    study.optimize(lambda t: objective(space.suggest(t).model_dump()), n_trials=budget - pilot)
     points, ratios = [], []
     for trial in study.trials:
         points.append(np.array(trial.values))
@@ -98,8 +103,11 @@ def main() -> None:
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     problems = {"zdt1": _synthetic("zdt1"), "dtlz2": _synthetic("dtlz2")}
-    if args.table and args.table.exists():
-        problems[f"tabular:{args.table.name}"] = _tabular(args.table)
+    if args.table:
+        try:
+            problems[f"tabular:{args.table.name}"] = _tabular(args.table)
+        except ValueError as exc:
+            parser.error(str(exc))
     checkpoints = [c for c in CHECKPOINTS if c <= args.budget]
     results: dict = {"budget": args.budget, "seeds": args.seeds, "problems": {}}
     for name, problem in problems.items():

@@ -15,7 +15,8 @@ from ._config import (
 from ._data import DEMO_CORPUS, build_splits, load_examples
 from ._errors import TrialInputError
 from ._model import DEMO_MODEL, check_model_reference, convert_gguf, resolve_model
-from ._synthetic import synthetic_metrics
+from ._synthetic import TEST_FUNCTIONS, synthetic_metrics
+from ._tabular import TABULAR_PREFIX, Table, load_table
 from ._train import run_trial
 from ._translate import bnb_kwargs, lora_kwargs, sft_kwargs
 
@@ -26,6 +27,9 @@ __all__ = [
     "DatasetSpec",
     "Hyperparameters",
     "ModelSpec",
+    "TABULAR_PREFIX",
+    "TEST_FUNCTIONS",
+    "Table",
     "TrainingSpec",
     "TrialConfig",
     "TrialInputError",
@@ -34,6 +38,7 @@ __all__ = [
     "check_model_reference",
     "convert_gguf",
     "load_examples",
+    "load_table",
     "lora_kwargs",
     "resolve_model",
     "run_trial",

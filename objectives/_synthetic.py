@@ -23,11 +23,11 @@ def dtlz2(x: Sequence[float]) -> tuple[float, float]:
     return (1.0 + g) * math.cos(x[0] * math.pi / 2), (1.0 + g) * math.sin(x[0] * math.pi / 2)
 
 
-FUNCTIONS = {"zdt1": zdt1, "dtlz2": dtlz2}
+TEST_FUNCTIONS = {"zdt1": zdt1, "dtlz2": dtlz2}
 
 
 def synthetic_metrics(kind: str, x: Sequence[float]) -> dict[str, float]:
-    cost, quality = FUNCTIONS[kind](x)
+    cost, quality = TEST_FUNCTIONS[kind](x)
     return {
         "eval_loss": quality,
         "perplexity": math.exp(quality),

@@ -4,7 +4,9 @@ real SQLite files and the PostgreSQL server named by $AUTOTUNE_TEST_POSTGRES_URL
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import uuid
 from pathlib import Path
@@ -90,6 +92,33 @@ def small_spec(model: Path, dataset: Path, **overrides: Any) -> dict[str, Any]:
     }
     spec.update(overrides)
     return spec
+
+
+TABLE_GRID = {"lora_r": [4, 16], "lora_alpha": [8, 32], "learning_rate": [1e-4, 1e-3]}
+TABLE_FAILED_POINT = (16, 32, 1e-3)
+
+
+def write_table(path: Path) -> Path:
+    """A 2x2x2 tabular benchmark, as benchmarks/tabular_grid.py writes one; every point's
+    metrics differ, and one point failed."""
+    rows = []
+    for i, (r, alpha, lr) in enumerate(itertools.product(*TABLE_GRID.values())):
+        row: dict[str, Any] = {"lora_r": r, "lora_alpha": alpha, "learning_rate": lr}
+        if (r, alpha, lr) == TABLE_FAILED_POINT:
+            row["error"] = "CUDA out of memory."
+        else:
+            loss = 3.0 - 0.1 * i
+            row |= {
+                "eval_loss": loss,
+                "perplexity": math.exp(loss),
+                "train_loss": loss + 0.5,
+                "train_time_s": 10.0 + i,
+                "peak_mem_gb": 1.0 + 0.01 * r,
+                "tokens_per_s": 100.0 - i,
+            }
+        rows.append(row)
+    path.write_text(json.dumps({"grid": TABLE_GRID, "rows": rows}))
+    return path
 
 
 def write_spec(path: Path, spec: dict[str, Any]) -> Path:

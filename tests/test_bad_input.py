@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from autotune.cli import main
 
-from conftest import small_spec, write_jsonl, write_spec
+from conftest import small_spec, write_jsonl, write_spec, write_table
 
 
 def _run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
@@ -49,6 +50,8 @@ BAD_SPECS = [
     ("constraints", ["peak_mem_gb < 20"], "should read like 'peak_mem_gb <= 20'"),
     ("budget.n_trials", 0, "budget.n_trials"),
     ("enqueue_trials", [{"lora_rank": 8}], "unknown hyperparameter 'lora_rank'"),
+    ("trial.kind", "zdt3", "unknown trial kind 'zdt3'; choose qlora, zdt1, dtlz2 or tabular:<file>"),
+    ("trial.kind", "tabular:no/such.json", "no table at 'no/such.json'; make one with benchmarks/tabular_grid.py"),
 ]
 
 
@@ -71,6 +74,17 @@ def test_malformed_yaml(tmp_path, capsys, sqlite_url):
 def test_missing_spec_file(tmp_path, capsys, sqlite_url):
     line = _run(capsys, ["study", "create", "s", "--config", str(tmp_path / "nope.yaml"), "--storage", sqlite_url])
     assert "cannot read spec" in line
+
+
+def test_unfinished_table(tmp_path, capsys, sqlite_url):
+    table = write_table(tmp_path / "table.json")
+    data = json.loads(table.read_text())
+    data["rows"] = data["rows"][:-1]  # as a stopped benchmarks/tabular_grid.py leaves it
+    table.write_text(json.dumps(data))
+    spec = write_spec(tmp_path / "s.yaml", {"trial": {"kind": f"tabular:{table}"}, "budget": {"n_trials": 2}})
+    line = _run(capsys, ["study", "create", "s", "--config", str(spec), "--storage", sqlite_url])
+    assert "misses 1 grid points; finish it with benchmarks/tabular_grid.py" in line
+    assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()
 
 
 def test_missing_required_key(tmp_path, capsys, dataset_file, sqlite_url):

@@ -1,0 +1,70 @@
+"""`trial.kind: tabular:<file>` replays a table of real runs: each trial gets the metrics
+measured at the grid point nearest its config, and a point that failed fails the trial."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+
+from autotune.cli import main
+from autotune.objectives import load_table
+
+from conftest import TABLE_FAILED_POINT, write_spec, write_table
+
+BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
+
+
+def test_worker_replays_the_nearest_grid_point(tmp_path, sqlite_url):
+    table = write_table(tmp_path / "table.json")
+    spec = {
+        "trial": {"kind": "tabular:table.json"},  # relative to the spec's folder
+        "objectives": [{"metric": "eval_loss"}, {"metric": "peak_mem_gb"}],
+        "search_space": {
+            "lora_r": {"low": 4, "high": 16, "log": True},
+            "lora_alpha": {"low": 8, "high": 32, "log": True},
+            "learning_rate": {"low": 1e-4, "high": 1e-3, "log": True},
+        },
+        "sampler": {"name": "random", "seed": 0},
+        "budget": {"n_trials": 12},
+        # Nearest on a log scale: r 7 is nearer 4 than 16 (log 7 < log 8), alpha 17 nearer 32.
+        "enqueue_trials": [
+            {"lora_r": 7, "lora_alpha": 17, "learning_rate": 9e-4},
+            dict(zip(["lora_r", "lora_alpha", "learning_rate"], TABLE_FAILED_POINT, strict=True)),
+        ],
+    }
+    create = ["study", "create", "t", "--config", str(write_spec(tmp_path / "t.yaml", spec)), "--storage", sqlite_url]
+    assert main(create) == 0
+    assert main(["worker", "t", "--storage", sqlite_url]) == 0
+
+    rows = json.loads(table.read_text())["rows"]
+    by_point = {(r["lora_r"], r["lora_alpha"], r["learning_rate"]): r for r in rows}
+    trials = optuna.load_study(study_name="t", storage=sqlite_url).get_trials()
+    assert len(trials) == 12
+    first, failed, *rest = trials
+    assert first.user_attrs["grid_point"] == {"lora_r": 4, "lora_alpha": 32, "learning_rate": 1e-3}
+    assert first.values == [by_point[(4, 32, 1e-3)]["eval_loss"], by_point[(4, 32, 1e-3)]["peak_mem_gb"]]
+    assert failed.user_attrs["failure_kind"] == "config"
+    assert failed.user_attrs["failure_reason"] == "failed when the table was made: CUDA out of memory."
+    assert failed.constraints["config_failed"] == 1.0
+    for trial in rest:
+        if trial.user_attrs.get("failure_kind") == "config":  # the sampler hit the failed point again
+            assert trial.user_attrs["failure_reason"] == failed.user_attrs["failure_reason"]
+            continue
+        point = tuple(trial.user_attrs["grid_point"].values())
+        assert trial.values == [by_point[point]["eval_loss"], by_point[point]["peak_mem_gb"]]
+
+
+def test_committed_benchmark_replays(tmp_path, sqlite_url):
+    """The CPU table in the repo is complete and its example spec runs as the README says."""
+    spec = BENCHMARKS / "specs" / "tabular_smollm2_cpu.yaml"
+    assert main(["study", "create", "tab", "--config", str(spec), "--storage", sqlite_url]) == 0
+    assert main(["worker", "tab", "--storage", sqlite_url, "--n-trials", "5"]) == 0
+    trials = optuna.load_study(study_name="tab", storage=sqlite_url).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 5
+    table = load_table(str(BENCHMARKS / "results" / "tabular_smollm2_cpu.json"))
+    assert [len(v) for v in table.grid.values()] == [7, 7, 6]
+    for trial in trials:
+        row = table.rows[tuple(trial.user_attrs["grid_point"].values())]
+        assert trial.values == [row["eval_loss"], row["train_time_s"]]
