@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ._errors import SpecError
 from ._search_space import SearchSpace
-from .objectives import METRICS, TABULAR_PREFIX, TEST_FUNCTIONS, DatasetSpec, ModelSpec, TrainingSpec, load_table
+from .objectives import METRICS, TABULAR_PREFIX, TEST_FUNCTIONS, DatasetSpec, ModelSpec, TrainingSpec
 
 SamplerName = Literal["gp", "tpe", "nsga2", "random", "qmc"]
 _CONSTRAINT = re.compile(r"^\s*(\w+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
@@ -99,9 +99,7 @@ class TrialSpec(_Strict):
     @field_validator("kind")
     @classmethod
     def _check_kind(cls, kind: str) -> str:
-        if kind.startswith(TABULAR_PREFIX):
-            load_table(kind.removeprefix(TABULAR_PREFIX))
-        elif kind not in ("qlora", *TEST_FUNCTIONS):
+        if kind not in ("qlora", *TEST_FUNCTIONS) and not kind.startswith(TABULAR_PREFIX):
             raise ValueError(
                 f"unknown trial kind {kind!r}; choose qlora, {', '.join(TEST_FUNCTIONS)} or tabular:<file>"
             )

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ._baseline import LIKE_ATTR, PILOT_ATTR, copy_pilot_trials, pilot_points, require_comparable
 from ._errors import AutotuneError
 from ._spec import StudySpec, parse_spec
-from .objectives import check_model_reference, load_examples
+from .objectives import TABULAR_PREFIX, check_model_reference, load_examples, load_table
 from .storage import mask_url, open_storage, resolve_storage_url
 
 if TYPE_CHECKING:
@@ -42,6 +42,8 @@ def create_study(
     if spec.trial.kind == "qlora":
         check_model_reference(spec.model)
         load_examples(spec.dataset)  # a missing file, an unknown layout or column fails here
+    elif spec.trial.kind.startswith(TABULAR_PREFIX):
+        load_table(spec.trial.kind.removeprefix(TABULAR_PREFIX))  # a missing or unfinished table fails here
     url, rdb = _storage(storage)
     source = None
     if like is not None:

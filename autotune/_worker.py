@@ -114,6 +114,8 @@ def run_worker(
 
     url = resolve_storage_url(storage)
     _, spec = load_study(name, url)
+    if spec.trial.kind.startswith(TABULAR_PREFIX):
+        load_table(spec.trial.kind.removeprefix(TABULAR_PREFIX))  # before any trial: this machine has it
     study, _ = load_study(name, url, heartbeat=(spec.worker.heartbeat_interval_s, spec.worker.grace_period_s))
     console = console or Console()
     slots: queue.Queue[str | None] = queue.Queue()

@@ -27,7 +27,7 @@ import optuna
 from autotune import Range, SamplerSpec, SearchSpace
 from autotune._samplers import build_sampler
 from autotune.dashboards import hypervolume
-from autotune.objectives import load_table, synthetic_metrics
+from autotune.objectives import TrialInputError, load_table, synthetic_metrics
 
 SAMPLERS = ["gp", "tpe", "nsga2", "random", "qmc"]
 CHECKPOINTS = [10, 20, 30, 50]
@@ -106,7 +106,7 @@ def main() -> None:
     if args.table:
         try:
             problems[f"tabular:{args.table.name}"] = _tabular(args.table)
-        except ValueError as exc:
+        except TrialInputError as exc:
             parser.error(str(exc))
     checkpoints = [c for c in CHECKPOINTS if c <= args.budget]
     results: dict = {"budget": args.budget, "seeds": args.seeds, "problems": {}}

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ._config import METRICS
+from ._errors import TrialInputError
 
 TABULAR_PREFIX = "tabular:"
 
@@ -36,7 +37,7 @@ def _nearest_on_log_scale(values: list[float], x: float) -> float:
 
 @functools.cache
 def load_table(path: str) -> Table:
-    """The table at `path`, checked; ValueError says what is wrong with it."""
+    """The table at `path`, checked; TrialInputError says what is wrong with it."""
     hint = "make one with benchmarks/tabular_grid.py"
     try:
         data = json.loads(Path(path).read_text())
@@ -47,10 +48,10 @@ def load_table(path: str) -> Table:
                 raise ValueError(f"a row lacks {', '.join(sorted(set(METRICS) - set(row)))}")
             rows[tuple(float(row[name]) for name in grid)] = row
     except FileNotFoundError:
-        raise ValueError(f"no table at {path!r}; {hint}") from None
+        raise TrialInputError(f"no table at {path!r}; {hint}") from None
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
-        raise ValueError(f"{path!r} is not a tabular benchmark ({exc}); {hint}") from None
+        raise TrialInputError(f"{path!r} is not a tabular benchmark ({exc}); {hint}") from None
     missing = math.prod(len(values) for values in grid.values()) - len(rows)
     if missing:
-        raise ValueError(f"{path!r} misses {missing} grid points; finish it with benchmarks/tabular_grid.py")
+        raise TrialInputError(f"{path!r} misses {missing} grid points; finish it with benchmarks/tabular_grid.py")
     return Table(grid, rows)

@@ -10,6 +10,7 @@ import optuna
 import pytest
 
 from autotune.cli import main
+from autotune.objectives import load_table
 
 from conftest import small_spec, write_jsonl, write_spec, write_table
 
@@ -85,6 +86,18 @@ def test_unfinished_table(tmp_path, capsys, sqlite_url):
     line = _run(capsys, ["study", "create", "s", "--config", str(spec), "--storage", sqlite_url])
     assert "misses 1 grid points; finish it with benchmarks/tabular_grid.py" in line
     assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()
+
+
+def test_worker_without_the_table(tmp_path, capsys, sqlite_url):
+    table = write_table(tmp_path / "table.json")
+    spec = write_spec(tmp_path / "s.yaml", {"trial": {"kind": f"tabular:{table}"}, "budget": {"n_trials": 2}})
+    assert main(["study", "create", "s", "--config", str(spec), "--storage", sqlite_url]) == 0
+    table.unlink()  # a worker's machine that lacks the file: a fresh process, no cached table
+    load_table.cache_clear()
+    assert main(["study", "list", "--storage", sqlite_url]) == 0
+    capsys.readouterr()
+    assert f"no table at '{table}'" in _run(capsys, ["worker", "s", "--storage", sqlite_url])
+    assert optuna.load_study(study_name="s", storage=sqlite_url).trials == []
 
 
 def test_missing_required_key(tmp_path, capsys, dataset_file, sqlite_url):
