@@ -13,10 +13,11 @@ import numpy as np
 import yaml
 
 from ._errors import AutotuneError
+from ._outcome import is_feasible
 from ._spec import StudySpec
-from ._study import load_study
-from .dashboards import bounds_over, collect, is_feasible, normalise
-from .objectives import METRICS, TrialConfig, bnb_kwargs, lora_kwargs, sft_kwargs
+from ._study import load_study, pareto_trials
+from .dashboards import bounds_over, collect, normalise
+from .objectives import METRICS
 
 if TYPE_CHECKING:
     import optuna
@@ -26,23 +27,29 @@ PICK_HELP = "pareto | knee | min:<metric> | max:<metric> | budget:<metric><=X"
 
 
 def _entry(study_name: str, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    config = TrialConfig.model_validate(trial.user_attrs["config"])
-    output_dir = f"outputs/{study_name}-trial-{trial.number}"
-    return {
+    entry = {
         "study": study_name,
         "trial": trial.number,
         "params": dict(trial.params),
         "metrics": trial.user_attrs.get("metrics", {}),
-        "model": config.model.model_dump(mode="json"),
-        "dataset": config.dataset.model_dump(mode="json"),
-        "lora_config": lora_kwargs(config.hyperparameters),
-        "sft_config": sft_kwargs(config, output_dir, use_cpu=False),
-        "quantization_config": bnb_kwargs(config.training),
+    }
+    if "config" not in trial.user_attrs:  # a test function or a table replayed: nothing was trained
+        return entry | ({"grid_point": trial.user_attrs["grid_point"]} if "grid_point" in trial.user_attrs else {})
+    # The library kwargs the trial trained with, as it recorded them (its compute dtype resolved).
+    sft = {k: v for k, v in trial.user_attrs["sft_config"].items() if k != "use_cpu"}
+    config = trial.user_attrs["config"]
+    return entry | {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "lora_config": trial.user_attrs["lora_config"],
+        "sft_config": {"output_dir": f"outputs/{study_name}-trial-{trial.number}", **sft},
+        "quantization_config": trial.user_attrs["quantization_config"],
         "reproduce": {
-            "seed": config.training.seed,
+            "seed": trial.user_attrs.get("seed"),
+            "compute_dtype": trial.user_attrs.get("compute_dtype"),
             "versions": trial.user_attrs.get("versions", {}),
             "device": trial.user_attrs.get("device"),
-            "trial_config": trial.user_attrs["config"],
+            "trial_config": config,
         },
     }
 
@@ -52,8 +59,6 @@ def _metric(trial: optuna.trial.FrozenTrial, metric: str) -> float:
 
 
 def pick_trials(study: optuna.Study, spec: StudySpec, pick: str) -> list[optuna.trial.FrozenTrial]:
-    import optuna
-
     match = _PICK.match(pick)
     if match is None:
         raise AutotuneError(f"unknown --pick {pick!r}; use {PICK_HELP}")
@@ -61,12 +66,10 @@ def pick_trials(study: optuna.Study, spec: StudySpec, pick: str) -> list[optuna.
     for name in (metric, budget_metric):
         if name is not None and name not in METRICS:
             raise AutotuneError(f"unknown metric {name!r} in --pick; choose from {', '.join(METRICS)}")
-    complete = [
-        t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if is_feasible(t)
-    ]
+    complete = [t for t in study.get_trials(deepcopy=False) if is_feasible(t)]
     if not complete:
         raise AutotuneError(f"study {study.study_name!r} has no complete feasible trial to export; run a worker first")
-    front = sorted(study.best_trials, key=lambda t: t.number)
+    front = pareto_trials(study, spec)
     if whole == "pareto":
         return front
     if whole == "knee":

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ._baseline import LIKE_ATTR, require_comparable
 from ._errors import AutotuneError
 from ._study import SPEC_ATTR, _storage, load_study
-from .dashboards import ReportInfo, build_report_info, push_figures, serve, write_report
+from .dashboards import ReportInfo, build_report_info, push_figures, serve, succeeded_study, write_report
 from .storage import mask_url
 
 if TYPE_CHECKING:
@@ -59,8 +59,9 @@ def report(
     import optuna
 
     info, study = build_report(name, storage, baseline=baseline, reference_point=reference_point)
+    succeeded = succeeded_study(study)  # a failed config's penalty values are no point to draw
     parallel = [
-        optuna.visualization.plot_parallel_coordinate(study, target=lambda t, i=i: t.values[i], target_name=metric)
+        optuna.visualization.plot_parallel_coordinate(succeeded, target=lambda t, i=i: t.values[i], target_name=metric)
         for i, metric in enumerate(info.metric_names)
     ]
     return write_report(info, Path(out) if out else Path("autotune-report") / name, parallel)

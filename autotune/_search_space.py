@@ -13,6 +13,7 @@ from pydantic import (
     Tag,
     TypeAdapter,
     ValidationError,
+    create_model,
     model_validator,
 )
 
@@ -21,12 +22,15 @@ from .objectives import Hyperparameters
 if TYPE_CHECKING:
     import optuna
 
-_INT_PARAMS = {"lora_r", "lora_alpha", "per_device_train_batch_size"}
 _LIST_SEPARATOR = ","  # Optuna choices are scalars: a list of modules is stored joined
 
 
 def _encode(value: Any) -> Any:
     return _LIST_SEPARATOR.join(value) if isinstance(value, list) else value
+
+
+def _is_int(name: str) -> bool:
+    return Hyperparameters.model_fields[name].annotation is int
 
 
 class Range(BaseModel):
@@ -67,24 +71,26 @@ def _check_value(name: str, value: Any) -> Any:
         raise ValueError(f"{value!r} is not a valid {name}: {exc.errors()[0]['msg']}") from None
 
 
-class SearchSpace(BaseModel):
-    """Defaults follow common QLoRA practice; a spec overrides only what it tunes."""
+def _encoded_choices(name: str, param: Choice) -> dict[Any, Any]:
+    """Each choice in Optuna's form -> the choice, for suggesting and decoding."""
+    encoded = {_encode(c): c for c in param.choices}
+    if len(encoded) < len(param.choices):
+        raise ValueError(f"{name}: two choices are the same once stored ({param.choices!r}); drop one of them")
+    return encoded
+
+
+class _SearchSpaceBase(BaseModel):
+    """A range, a list of choices or a fixed value for each of a trial's Hyperparameters
+    (the fields are made from them below); a spec overrides only what it tunes."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    lora_r: Param = Range(low=4, high=64, log=True)
-    lora_alpha: Param = Range(low=8, high=128, log=True)
-    learning_rate: Param = Range(low=1e-5, high=1e-3, log=True)
-    lora_dropout: Param = 0.05
-    target_modules: Param = "all-linear"
-    optim: Param = "paged_adamw_8bit"
-    per_device_train_batch_size: Param = 4
 
     @model_validator(mode="after")
-    def _check(self) -> SearchSpace:
+    def _check(self) -> _SearchSpaceBase:
         for name in type(self).model_fields:
             param = getattr(self, name)
             if isinstance(param, Range):
-                if name not in _INT_PARAMS and name not in ("learning_rate", "lora_dropout"):
+                if Hyperparameters.model_fields[name].annotation not in (int, float):
                     raise ValueError(f"{name} takes choices or a fixed value, not a range")
                 if param.low > param.high:
                     raise ValueError(f"{name}: low ({param.low:g}) is above high ({param.high:g}); swap them")
@@ -93,12 +99,13 @@ class SearchSpace(BaseModel):
                 if param.log and param.low <= 0:
                     raise ValueError(f"{name}: a log range needs low > 0, got {param.low:g}")
                 for end in (param.low, param.high):
-                    if name in _INT_PARAMS and end != int(end):
+                    if _is_int(name) and end != int(end):
                         raise ValueError(f"{name}: range ends must be integers, got {end:g}")
-                    _check_value(name, int(end) if name in _INT_PARAMS else end)
+                    _check_value(name, int(end) if _is_int(name) else end)
             elif isinstance(param, Choice):
                 for choice in param.choices:
                     _check_value(name, choice)
+                _encoded_choices(name, param)
             else:
                 object.__setattr__(self, name, _check_value(name, param))
         return self
@@ -130,7 +137,7 @@ class SearchSpace(BaseModel):
                 span = scale(param.high) - scale(param.low)
                 point.append((scale(value) - scale(param.low)) / span if span else 0.0)
             else:
-                encoded = [_encode(c) for c in param.choices]
+                encoded = list(_encoded_choices(name, param))
                 point.append(encoded.index(value) / max(1, len(encoded) - 1))
         return point
 
@@ -138,17 +145,33 @@ class SearchSpace(BaseModel):
         values: dict[str, Any] = {}
         for name in type(self).model_fields:
             param = getattr(self, name)
-            if isinstance(param, Range) and name in _INT_PARAMS:
+            if isinstance(param, Range) and _is_int(name):
                 step = int(param.step or 1)
                 values[name] = trial.suggest_int(name, int(param.low), int(param.high), step=step, log=param.log)
             elif isinstance(param, Range):
                 values[name] = trial.suggest_float(name, param.low, param.high, step=param.step, log=param.log)
             elif isinstance(param, Choice):
-                encoded = [_encode(c) for c in param.choices]
-                value = trial.suggest_categorical(name, encoded)
-                values[name] = (
-                    value.split(_LIST_SEPARATOR) if isinstance(value, str) and _LIST_SEPARATOR in value else value
-                )
+                encoded = _encoded_choices(name, param)
+                values[name] = encoded[trial.suggest_categorical(name, list(encoded))]
             else:
                 values[name] = param
         return Hyperparameters(**values)
+
+
+# Common QLoRA practice, one per Hyperparameters field.
+DEFAULTS: dict[str, Any] = {
+    "lora_r": Range(low=4, high=64, log=True),
+    "lora_alpha": Range(low=8, high=128, log=True),
+    "learning_rate": Range(low=1e-5, high=1e-3, log=True),
+    "lora_dropout": 0.05,
+    "target_modules": "all-linear",
+    "optim": "paged_adamw_8bit",
+    "per_device_train_batch_size": 4,
+}
+
+SearchSpace = create_model(
+    "SearchSpace",
+    __base__=_SearchSpaceBase,
+    __module__=__name__,
+    **{name: (Param, DEFAULTS[name]) for name in Hyperparameters.model_fields},
+)

@@ -5,14 +5,24 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ._errors import SpecError
 from ._search_space import SearchSpace
-from .objectives import METRICS, TABULAR_PREFIX, TEST_FUNCTIONS, DatasetSpec, ModelSpec, TrainingSpec
+from .objectives import METRICS, TEST_FUNCTIONS, DatasetSpec, ModelSpec, TrainingSpec
 
 SamplerName = Literal["gp", "tpe", "nsga2", "random", "qmc"]
 _CONSTRAINT = re.compile(r"^\s*(\w+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
@@ -85,25 +95,63 @@ class SamplerSpec(_Strict):
     n_pilot_trials: int = Field(0, ge=0)
 
 
-class TrialSpec(_Strict):
-    """What a trial evaluates. `qlora` fine-tunes the model; `zdt1` and `dtlz2` are standard
-    multi-objective test functions of the hyperparameters (scaled to the unit cube);
-    `tabular:<file>` replays a table of real runs (benchmarks/tabular_grid.py) at the grid
-    point nearest the config. All but qlora run in the worker in microseconds, for load
-    tests and benchmarks."""
-
-    kind: str = "qlora"
+class _TrialKindBase(_Strict):
     delay_s: float = Field(0.0, ge=0)  # kinds other than qlora: how long a trial takes
     timeout_s: float | None = Field(None, gt=0)  # a trial over this is ended and recorded as timed out
 
-    @field_validator("kind")
-    @classmethod
-    def _check_kind(cls, kind: str) -> str:
-        if kind not in ("qlora", *TEST_FUNCTIONS) and not kind.startswith(TABULAR_PREFIX):
-            raise ValueError(
-                f"unknown trial kind {kind!r}; choose qlora, {', '.join(TEST_FUNCTIONS)} or tabular:<file>"
-            )
-        return kind
+
+class QLoRATrial(_TrialKindBase):
+    """Fine-tune the spec's model on its data with QLoRA."""
+
+    kind: Literal["qlora"] = "qlora"
+
+
+class TestFunctionTrial(_TrialKindBase):
+    """A standard multi-objective test function of the hyperparameters (scaled to the unit
+    cube), evaluated in the worker: for load tests and benchmarks."""
+
+    kind: Literal["zdt1", "dtlz2"]
+
+
+class TabularTrial(_TrialKindBase):
+    """Replay a table of real runs (benchmarks/tabular_grid.py) at the grid point nearest
+    the config, in the worker."""
+
+    kind: Literal["tabular"]
+    table: str = Field(min_length=1)
+
+
+_OLD_TABULAR = "tabular:"  # the earlier form, `kind: "tabular:<file>"`, is still read
+
+
+def _read_trial(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    kind = value.get("kind", "qlora")
+    if isinstance(kind, str) and kind.startswith(_OLD_TABULAR):
+        return {**value, "kind": "tabular", "table": kind.removeprefix(_OLD_TABULAR)}
+    if kind not in ("qlora", "tabular", *TEST_FUNCTIONS):
+        raise ValueError(
+            f"unknown trial kind {kind!r}; choose qlora, {', '.join(TEST_FUNCTIONS)} or tabular (with table: FILE)"
+        )
+    return value
+
+
+def _trial_tag(value: Any) -> str:
+    kind = value.get("kind", "qlora") if isinstance(value, dict) else value.kind
+    return "test_function" if kind in TEST_FUNCTIONS else kind
+
+
+# What a trial evaluates, tagged by `kind`.
+TrialSpec = Annotated[
+    Annotated[
+        Annotated[QLoRATrial, Tag("qlora")]
+        | Annotated[TestFunctionTrial, Tag("test_function")]
+        | Annotated[TabularTrial, Tag("tabular")],
+        Discriminator(_trial_tag),
+    ],
+    BeforeValidator(_read_trial),
+]
 
 
 class WorkerSpec(_Strict):
@@ -130,14 +178,14 @@ class StudySpec(_Strict):
     sampler: SamplerSpec = SamplerSpec()
     budget: Budget
     training: TrainingSpec = TrainingSpec()
-    trial: TrialSpec = TrialSpec()
+    trial: TrialSpec = QLoRATrial()
     worker: WorkerSpec = WorkerSpec()
     # Configs to try first, e.g. a known-good {lora_r: 8, lora_alpha: 32}.
     enqueue_trials: list[dict[str, Any]] = []
 
     @model_validator(mode="after")
     def _check(self) -> StudySpec:
-        if self.trial.kind == "qlora" and (self.model is None or self.dataset is None):
+        if isinstance(self.trial, QLoRATrial) and (self.model is None or self.dataset is None):
             raise ValueError("missing required key 'model' or 'dataset' (trial kind qlora trains a model on data)")
         metrics = [o.metric for o in self.objectives]
         if len(set(metrics)) != len(metrics):
@@ -163,7 +211,7 @@ class StudySpec(_Strict):
 
 
 def _location(error: dict[str, Any]) -> str:
-    tags = {"range", "choice", "fixed", "function-after[_check(), SearchSpace]"}
+    tags = {"range", "choice", "fixed", "function-after[_check(), SearchSpace]", "qlora", "test_function", "tabular"}
     return ".".join(str(p) for p in error["loc"] if p not in tags)
 
 
@@ -188,26 +236,27 @@ def _resolve_local(path: str, base: Path) -> str:
     return str(candidate.resolve()) if not Path(path).is_absolute() and candidate.exists() else path
 
 
+def _with_paths_from(spec: StudySpec, base: Path) -> StudySpec:
+    """`spec` with its relative local paths (model, dataset, table) read from `base`."""
+    update: dict[str, Any] = {}
+    if spec.model is not None:
+        update["model"] = spec.model.model_copy(update={"name_or_path": _resolve_local(spec.model.name_or_path, base)})
+    if spec.dataset is not None:
+        update["dataset"] = spec.dataset.model_copy(update={"path": _resolve_local(spec.dataset.path, base)})
+    if isinstance(spec.trial, TabularTrial):
+        update["trial"] = spec.trial.model_copy(update={"table": _resolve_local(spec.trial.table, base)})
+    return spec.model_copy(update=update)
+
+
 def parse_spec(data: Any, source: str = "spec", base: Path | None = None) -> StudySpec:
     """A StudySpec from a mapping; relative local paths are taken from `base`."""
     if not isinstance(data, dict):
         raise SpecError(f"{source}: expected a mapping of keys (model, dataset, ...), got {type(data).__name__}")
-    if base is not None:
-        data = dict(data)
-        if isinstance(data.get("model"), str):
-            data["model"] = _resolve_local(data["model"], base)
-        elif isinstance(data.get("model"), dict) and isinstance(data["model"].get("name_or_path"), str):
-            data["model"] = {**data["model"], "name_or_path": _resolve_local(data["model"]["name_or_path"], base)}
-        if isinstance(data.get("dataset"), dict) and isinstance(data["dataset"].get("path"), str):
-            data["dataset"] = {**data["dataset"], "path": _resolve_local(data["dataset"]["path"], base)}
-        trial = data.get("trial")
-        if isinstance(trial, dict) and isinstance(trial.get("kind"), str) and trial["kind"].startswith(TABULAR_PREFIX):
-            table = _resolve_local(trial["kind"].removeprefix(TABULAR_PREFIX), base)
-            data["trial"] = {**trial, "kind": TABULAR_PREFIX + table}
     try:
-        return StudySpec.model_validate(data)
+        spec = StudySpec.model_validate(data)
     except ValidationError as exc:
         raise spec_error(exc, source) from None
+    return spec if base is None else _with_paths_from(spec, base)
 
 
 def load_spec(path: str | Path) -> StudySpec:

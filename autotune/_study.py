@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from ._baseline import LIKE_ATTR, PILOT_ATTR, copy_pilot_trials, pilot_points, require_comparable
 from ._errors import AutotuneError
-from ._spec import StudySpec, parse_spec
-from .objectives import TABULAR_PREFIX, check_model_reference, load_examples, load_table
+from ._outcome import is_feasible
+from ._spec import QLoRATrial, StudySpec, TabularTrial, parse_spec
+from .dashboards import collect
+from .objectives import check_model_reference, load_examples, load_table
 from .storage import mask_url, open_storage, resolve_storage_url
 
 if TYPE_CHECKING:
@@ -22,6 +24,17 @@ SPEC_ATTR = "autotune_spec"
 def _storage(url: str | None, heartbeat: tuple[int, int] | None = None) -> tuple[str, optuna.storages.BaseStorage]:
     resolved = resolve_storage_url(url)
     return resolved, open_storage(resolved, heartbeat=heartbeat)
+
+
+def check_inputs(spec: StudySpec) -> None:
+    """Fail before any trial on an input this machine lacks or cannot read: the model
+    reference and the dataset (a missing file, an unknown layout or column), the table."""
+    if isinstance(spec.trial, QLoRATrial):
+        assert spec.model is not None and spec.dataset is not None  # the spec requires them
+        check_model_reference(spec.model)
+        load_examples(spec.dataset)
+    elif isinstance(spec.trial, TabularTrial):
+        load_table(spec.trial.table)
 
 
 def create_study(
@@ -39,11 +52,7 @@ def create_study(
     """
     import optuna
 
-    if spec.trial.kind == "qlora":
-        check_model_reference(spec.model)
-        load_examples(spec.dataset)  # a missing file, an unknown layout or column fails here
-    elif spec.trial.kind.startswith(TABULAR_PREFIX):
-        load_table(spec.trial.kind.removeprefix(TABULAR_PREFIX))  # a missing or unfinished table fails here
+    check_inputs(spec)
     url, rdb = _storage(storage)
     source = None
     if like is not None:
@@ -123,17 +132,21 @@ class StudySummary:
 
 
 def _row(trial: optuna.trial.FrozenTrial, spec: StudySpec) -> TrialRow:
-    from optuna.study._constrained_optimization import _get_feasible_trials
-
     metrics = trial.user_attrs.get("metrics") or dict(zip(spec.metric_names, trial.values or [], strict=False))
     return TrialRow(
         number=trial.number,
         state=trial.state.name,
         params=trial.params,
         metrics=metrics,
-        feasible=bool(_get_feasible_trials([trial])),
+        feasible=is_feasible(trial),
         failure=trial.user_attrs.get("failure_reason"),
     )
+
+
+def pareto_trials(study: optuna.Study, spec: StudySpec) -> list[optuna.trial.FrozenTrial]:
+    """The study's Pareto set (feasible trials that succeeded, non-dominated), by number."""
+    front = {p.number for p in collect(study, spec.metric_names, spec.directions, spec.sampler.name).pareto}
+    return [t for t in study.get_trials(deepcopy=False) if t.number in front]
 
 
 def summarize(study: optuna.Study, spec: StudySpec) -> StudySummary:
@@ -145,7 +158,7 @@ def summarize(study: optuna.Study, spec: StudySpec) -> StudySummary:
         objectives=spec.metric_names,
         directions=spec.directions,
         states=dict(Counter(t.state.name for t in trials)),
-        pareto=[_row(t, spec) for t in study.best_trials],
+        pareto=[_row(t, spec) for t in pareto_trials(study, spec)],
     )
 
 

@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+from ._outcome import counts_toward_budget, succeeded
 from ._progress import WorkerProgress
 from ._samplers import build_sampler
-from ._spec import StudySpec
-from ._study import load_study
+from ._spec import QLoRATrial, StudySpec, TabularTrial
+from ._study import check_inputs, load_study
 from ._trial_process import TrialFailed, run_trial_process
-from .objectives import METRICS, TABULAR_PREFIX, TrialConfig, load_table, synthetic_metrics
+from .objectives import METRICS, TrialConfig, load_table, resolve_cache_dir, synthetic_metrics
 from .storage import is_transient, resolve_storage_url, storage_error
 
 if TYPE_CHECKING:
@@ -41,16 +42,6 @@ class WorkerResult:
     failed: int
     interrupted: bool
     budget_reached: bool
-
-
-def counts_toward_budget(trial: optuna.trial.FrozenTrial) -> bool:
-    """Finished trials count, and those under way or queued. Failures count only when the
-    config itself failed: an interrupted trial frees its slot (a stale one is re-queued)."""
-    from optuna.trial import TrialState
-
-    if trial.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING):
-        return True
-    return trial.state == TrialState.FAIL and trial.user_attrs.get("failure_kind") == "config"
 
 
 def budget_used(study: optuna.Study, before: int | None = None) -> int:
@@ -114,8 +105,7 @@ def run_worker(
 
     url = resolve_storage_url(storage)
     _, spec = load_study(name, url)
-    if spec.trial.kind.startswith(TABULAR_PREFIX):
-        load_table(spec.trial.kind.removeprefix(TABULAR_PREFIX))  # before any trial: this machine has it
+    check_inputs(spec)  # before any trial: this machine has what the trials read
     study, _ = load_study(name, url, heartbeat=(spec.worker.heartbeat_interval_s, spec.worker.grace_period_s))
     console = console or Console()
     slots: queue.Queue[str | None] = queue.Queue()
@@ -185,7 +175,7 @@ def run_worker(
                 retries += 1
                 progress.note(f"{storage_error(url, exc)}; retrying in {wait:.0f} s ({retries}/{MAX_STORAGE_RETRIES})")
                 time.sleep(wait)
-    completed = sum(1 for t in mine if t.state.name == "COMPLETE" and "failure_reason" not in t.user_attrs)
+    completed = sum(1 for t in mine if succeeded(t))
     try:
         budget_reached = not work_left(study, budget)
     except Exception as exc:  # only for the summary line: the trials are recorded
@@ -215,13 +205,8 @@ def _recovered_lost_trials(study: optuna.Study, spec: StudySpec, stop: threading
 
 def _penalty(study: optuna.Study, spec: StudySpec) -> list[float] | None:
     """The worst value of each objective among the successful trials, or None before any."""
-    import optuna
 
-    done = [
-        t.values
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if "failure_reason" not in t.user_attrs
-    ]
+    done = [t.values for t in study.get_trials(deepcopy=False) if succeeded(t)]
     if not done:
         return None
     columns = list(zip(*done, strict=True))
@@ -248,9 +233,13 @@ def _run(
     gpu = slots.get()
     try:
         progress.started(trial.number, trial.params, gpu)
-        if spec.trial.kind == "qlora":
+        if isinstance(spec.trial, QLoRATrial):
             config = TrialConfig(
-                model=spec.model, dataset=spec.dataset, training=spec.training, hyperparameters=hyperparameters
+                model=spec.model,
+                dataset=spec.dataset,
+                training=spec.training,
+                hyperparameters=hyperparameters,
+                cache_dir=resolve_cache_dir(),
             )
             trial.set_user_attr("config", config.model_dump(mode="json"))
             result = run_trial_process(config, gpu=gpu, stop=stop, time_limit_s=spec.trial.timeout_s)
@@ -281,9 +270,9 @@ def _run_fast(
         raise TrialFailed("interrupted: the worker was asked to stop", "interrupted")
     if limit is not None and spec.trial.delay_s > limit:
         raise TrialFailed(f"timed out: over the trial time limit of {spec.trial.timeout_s:g} s", "config")
-    if not spec.trial.kind.startswith(TABULAR_PREFIX):
+    if not isinstance(spec.trial, TabularTrial):
         return {"metrics": synthetic_metrics(spec.trial.kind, spec.search_space.unit_point(params)), "info": {}}
-    table = load_table(spec.trial.kind.removeprefix(TABULAR_PREFIX))
+    table = load_table(spec.trial.table)
     point = table.nearest(hyperparameters)
     row = table.rows[point]
     if "error" in row:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from autotune import load_spec
-from autotune.objectives import Hyperparameters, TrialConfig
+from autotune.objectives import Hyperparameters, TrialConfig, resolve_cache_dir
 
 SPEC = Path(__file__).parent / "specs" / "smollm2_gpu.yaml"
 
@@ -26,8 +26,8 @@ CHECK_CUDA_KERNELS = """
 import json, torch, bitsandbytes as bnb
 from bitsandbytes.cextension import lib
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-from autotune.objectives import ModelSpec, resolve_model
-source = resolve_model(ModelSpec(name_or_path="smollm2-135m"))
+from autotune.objectives import ModelSpec, resolve_cache_dir, resolve_model
+source = resolve_model(ModelSpec(name_or_path="smollm2-135m"), resolve_cache_dir())
 q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                        bnb_4bit_compute_dtype=torch.bfloat16)
 model = AutoModelForCausalLM.from_pretrained(source, quantization_config=q, device_map={"": 0})
@@ -82,6 +82,7 @@ def main() -> None:
                     optim=optim,
                     per_device_train_batch_size=8,
                 ),
+                cache_dir=resolve_cache_dir(),
             )
             result = run_config(config)
             rows.append({"quantization": quantization, "optim": optim, **result})

@@ -6,7 +6,7 @@ within a budget, against random search, over seeds.
 Problems: the two-objective test functions ZDT1 and DTLZ2 over the default search space
 (lora_r, lora_alpha, learning_rate scaled to the unit cube, as `trial: {kind: ...}` runs
 them), and, with --table, a table of real runs from benchmarks/tabular_grid.py replayed as
-`trial: {kind: "tabular:<file>"}` replays it (the nearest grid point), over a search space
+`trial: {kind: tabular, table: <file>}` replays it (the nearest grid point), over a search space
 spanning the grid, minimising eval_loss and train_time_s. Each problem's true front is known (analytic on
 the integer grid of lora_r, or the exhaustive table), so results are hypervolume ratios.
 Samplers are built exactly as workers build them (autotune's build_sampler). Also the seed

@@ -7,7 +7,7 @@ model, dataset and step budget. The table makes samplers comparable in seconds
     python benchmarks/tabular_grid.py --out benchmarks/results/tabular_smollm2_cpu.json
 
 Rows are appended to OUT.partial.jsonl as they finish, so a stopped run resumes (with the
-same options). The table replays as a study's trials with `trial: {kind: "tabular:OUT"}`."""
+same options). The table replays as a study's trials with `trial: {kind: tabular, table: OUT}`."""
 
 from __future__ import annotations
 
@@ -36,7 +36,10 @@ FIXED_HYPERPARAMETERS = {
 
 
 def base_config(model: str, dataset: str, max_steps: int) -> dict:
+    from autotune.objectives import resolve_cache_dir
+
     return {
+        "cache_dir": resolve_cache_dir(),
         "model": model,
         "dataset": {"path": dataset, "max_samples": 48, "max_length": 64, "eval_fraction": 0.25},
         "training": {"max_steps": max_steps, "activation_checkpointing": False, "per_device_eval_batch_size": 24},

@@ -11,9 +11,9 @@ from ._info import (
     build_report_info,
     collect,
     hypervolume,
-    is_feasible,
     normalise,
     pareto_front,
+    succeeded_study,
 )
 from ._write import CHROMIUM_FLAGS, report_figures, write_report
 
@@ -28,11 +28,11 @@ __all__ = [
     "hypervolume",
     "hypervolume_figure",
     "importance_figure",
-    "is_feasible",
     "normalise",
     "pareto_figure",
     "pareto_figures",
     "pareto_front",
+    "succeeded_study",
     "push_figures",
     "report_figures",
     "serve",

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._outcome import is_feasible, succeeded, used_budget
+
 if TYPE_CHECKING:
     import optuna
 
@@ -26,9 +28,9 @@ class TrialPoint:
 class StudyPoints:
     name: str
     sampler: str
-    trials: list[TrialPoint]  # complete trials, by number
+    trials: list[TrialPoint]  # trials that succeeded, by number
     pareto: list[TrialPoint]  # feasible, non-dominated
-    n_trials: int  # all trials, whatever their state
+    budget_trials: list[int]  # the numbers of the finished trials that used the budget, in order
     failures: dict[str, int]  # failure reason -> count
 
 
@@ -50,10 +52,6 @@ class ReportInfo:
         return asdict(self)
 
 
-def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
-    return all(c <= 0 for c in trial.constraints.values())
-
-
 def _dominates(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.all(a <= b) and np.any(a < b))
 
@@ -70,24 +68,30 @@ def pareto_front(points: list[TrialPoint], metric_names: list[str], directions: 
 
 
 def collect(study: optuna.Study, metric_names: list[str], directions: list[str], sampler: str) -> StudyPoints:
-    from optuna.trial import TrialState
-
     all_trials = study.get_trials(deepcopy=False)
-    # A trial whose config failed may be COMPLETE with penalty values (the sampler learns
-    # from it): it has a failure_reason and no real metrics, so it counts as a failure.
     points = [
         TrialPoint(t.number, dict(t.params), dict(zip(metric_names, t.values, strict=True)), is_feasible(t))
         for t in all_trials
-        if t.state == TrialState.COMPLETE and "failure_reason" not in t.user_attrs
+        if succeeded(t)
     ]
     failures = Counter(
         t.user_attrs.get("failure_reason", "no reason recorded: a lost worker's trial, failed by the heartbeat")
         for t in all_trials
-        if (t.state == TrialState.FAIL or "failure_reason" in t.user_attrs)
-        and t.user_attrs.get("failure_kind") != "surplus"
+        if t.state.is_finished() and not succeeded(t) and t.user_attrs.get("failure_kind") != "surplus"
     )
     front = pareto_front(points, metric_names, directions)
-    return StudyPoints(study.study_name, sampler, points, front, len(all_trials), dict(failures))
+    budget_trials = [t.number for t in all_trials if used_budget(t)]
+    return StudyPoints(study.study_name, sampler, points, front, budget_trials, dict(failures))
+
+
+def succeeded_study(study: optuna.Study) -> optuna.Study:
+    """An in-memory copy of `study` holding only the trials that succeeded, for Optuna's
+    importances and plots, which read every COMPLETE trial."""
+    import optuna
+
+    copy = optuna.create_study(directions=study.directions)
+    copy.add_trials([t for t in study.get_trials(deepcopy=False) if succeeded(t)])
+    return copy
 
 
 def bounds_over(
@@ -135,10 +139,10 @@ def hypervolume_history(
     bounds: list[tuple[float, float]],
     reference_point: float,
 ) -> list[float]:
-    """The hypervolume of the feasible trials numbered up to n, for each n."""
+    """The hypervolume of the feasible trials after each trial that used the budget."""
     by_number = {p.number: p for p in study.trials if p.feasible}
     history, seen = [], []
-    for number in range(study.n_trials):
+    for number in study.budget_trials:
         if number in by_number:
             seen.append(normalise(by_number[number], metric_names, directions, bounds))
         history.append(hypervolume(seen, reference_point) if seen else 0.0)
@@ -149,7 +153,8 @@ def _importances(study: optuna.Study, metric_names: list[str], directions: list[
     """Optuna's default evaluator (PED-ANOVA) per objective, each read as a loss."""
     import optuna
 
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    study = succeeded_study(study)
+    complete = study.get_trials(deepcopy=False)
     searched = sorted({name for t in complete for name, dist in t.distributions.items() if not dist.single()})
     if len(complete) < 2 or not searched:
         return {}

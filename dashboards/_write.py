@@ -30,7 +30,7 @@ def _markdown(info: ReportInfo) -> str:
         lines += [
             f"## {study.name} ({study.sampler})",
             "",
-            f"{len(study.trials)} complete of {study.n_trials} trials; final hypervolume {hv:.4f}.",
+            f"{len(study.trials)} succeeded of {len(study.budget_trials)} trials; final hypervolume {hv:.4f}.",
             "",
         ]
         if study.failures:
@@ -75,7 +75,7 @@ def _table(study: StudyPoints, metric_names: list[str]) -> str:
     failures = "".join(f"<li>{n} × {html.escape(r)}</li>" for r, n in study.failures.items())
     return (
         f"<h2>{html.escape(study.name)} ({html.escape(study.sampler)}): Pareto trials</h2>"
-        f"<p>{len(study.trials)} complete of {study.n_trials} trials.</p>"
+        f"<p>{len(study.trials)} succeeded of {len(study.budget_trials)} trials.</p>"
         f"<table><tr>{head}</tr>{''.join(rows)}</table>"
         + (f"<p>Failed trials:</p><ul>{failures}</ul>" if failures else "")
     )

@@ -12,12 +12,12 @@ from ._config import (
     TrainingSpec,
     TrialConfig,
 )
-from ._data import DEMO_CORPUS, build_splits, load_examples
+from ._data import DEMO_CORPUS, load_examples
 from ._errors import TrialInputError
-from ._model import DEMO_MODEL, check_model_reference, convert_gguf, resolve_model
+from ._model import DEMO_MODEL, check_model_reference, convert_gguf, resolve_cache_dir, resolve_model
 from ._synthetic import TEST_FUNCTIONS, synthetic_metrics
-from ._tabular import TABULAR_PREFIX, Table, load_table
-from ._train import run_trial
+from ._tabular import Table, load_table
+from ._train import Base, load_base, run_trial, train_adapter
 from ._translate import bnb_kwargs, lora_kwargs, sft_kwargs
 
 __all__ = [
@@ -27,21 +27,23 @@ __all__ = [
     "DatasetSpec",
     "Hyperparameters",
     "ModelSpec",
-    "TABULAR_PREFIX",
     "TEST_FUNCTIONS",
     "Table",
     "TrainingSpec",
+    "Base",
     "TrialConfig",
     "TrialInputError",
     "bnb_kwargs",
-    "build_splits",
     "check_model_reference",
     "convert_gguf",
     "load_examples",
     "load_table",
     "lora_kwargs",
+    "resolve_cache_dir",
     "resolve_model",
+    "load_base",
     "run_trial",
     "sft_kwargs",
     "synthetic_metrics",
+    "train_adapter",
 ]

@@ -61,7 +61,10 @@ class TrainingSpec(_Strict):
     lr_scheduler_type: str = "cosine"
     warmup_steps: float = Field(0.03, ge=0)  # below 1: a fraction of the steps (transformers)
     quantization: Literal["nf4", "none"] = "nf4"  # nf4: 4-bit NF4 with double quantisation
-    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    # auto: bfloat16 where the device computes it natively (most CUDA GPUs since Ampere, CPUs
+    # with AVX512-BF16 or AMX), float16 on older GPUs, float32 on other CPUs, where bfloat16
+    # is emulated and ~50x slower. The trial records the dtype it used.
+    compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     activation_checkpointing: bool = True  # gradient checkpointing (its transformers 5 name)
     seed: int = 42
     # Passed as is to trl's SFTConfig, for what the spec does not name.
@@ -73,9 +76,9 @@ class Hyperparameters(_Strict):
 
     lora_r: int = Field(ge=1)
     lora_alpha: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
     lora_dropout: float = Field(ge=0, lt=1)
     target_modules: str | list[str]
-    learning_rate: float = Field(gt=0)
     optim: Optimizer
     per_device_train_batch_size: int = Field(ge=1)
 
@@ -85,3 +88,4 @@ class TrialConfig(_Strict):
     dataset: DatasetSpec
     training: TrainingSpec
     hyperparameters: Hyperparameters
+    cache_dir: str  # where converted (GGUF) models are kept: objectives.resolve_cache_dir()

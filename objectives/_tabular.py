@@ -19,8 +19,6 @@ from typing import Any
 from ._config import METRICS
 from ._errors import TrialInputError
 
-TABULAR_PREFIX = "tabular:"
-
 
 @dataclass(frozen=True)
 class Table:

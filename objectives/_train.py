@@ -1,67 +1,180 @@
-"""One trial: load the model (4-bit NF4 by default), attach LoRA, train with trl's
-SFTTrainer on the train split, evaluate on the held-out split, return the metrics."""
+"""One trial: attach a fresh LoRA adapter to the loaded (4-bit NF4 by default) base model,
+train it with trl's SFTTrainer on the train split, evaluate it on the held-out split, and
+take it off again. The base (model, tokenizer, tokenized data and the base model's held-out
+loss) is loaded once by `load_base`: a warm runner keeps it from one trial to the next."""
 
 from __future__ import annotations
 
+import gc
 import math
 import platform
 import resource
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from importlib.metadata import version
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ._config import TrialConfig
-from ._data import build_splits
-from ._model import load_model
+from ._data import Splits, limit_lengths, load_examples, split_examples
+from ._model import load_model, native_compute_dtype
 from ._translate import bnb_kwargs, lora_kwargs, sft_kwargs
 
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 _LIBRARIES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "datasets", "accelerate")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def base_key(config: TrialConfig) -> str:
+    """What the base depends on: trials with the same key can share one loaded base."""
+    training = config.training
+    shared = (training.quantization, training.compute_dtype, training.per_device_eval_batch_size, config.cache_dir)
+    return f"{config.model.model_dump_json()}|{config.dataset.model_dump_json()}|{shared}"
+
+
+@dataclass
+class Base:
+    """What a runner keeps between trials; nothing in it changes during a trial."""
+
+    key: str
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    data: Splits  # tokenized by trl, lengths limited as the spec says
+    compute_dtype: str  # resolved: never "auto"
+    on_gpu: bool
+    eval_loss_before: float  # the base model's held-out loss: does fine-tuning help?
+
+
+def _resolved(config: TrialConfig, on_gpu: bool) -> TrialConfig:
+    if config.training.compute_dtype != "auto":
+        return config
+    training = config.training.model_copy(update={"compute_dtype": native_compute_dtype(on_gpu)})
+    return config.model_copy(update={"training": training})
+
+
+def _trainer(
+    config: TrialConfig,
+    model: Any,
+    tokenizer: Any,
+    train: Dataset,
+    held_out: Dataset | None,
+    output_dir: str,
+    **overrides: Any,
+) -> Any:
+    import torch
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    sft = sft_kwargs(config, output_dir, use_cpu=not torch.cuda.is_available()) | overrides
+    trainer = SFTTrainer(
+        model=model,
+        args=SFTConfig(**sft),
+        train_dataset=train,
+        eval_dataset=held_out,
+        processing_class=tokenizer,
+        peft_config=LoraConfig(**lora_kwargs(config.hyperparameters)),
+    )
+    if config.training.compute_dtype == "float32":
+        # trl keeps a quantized model's adapter weights in bfloat16 (the QLoRA paper's choice);
+        # where the compute is float32 (a CPU without native bf16) that only slows every step.
+        for param in trainer.model.parameters():
+            if param.requires_grad:
+                param.data = param.data.float()
+    return trainer
+
+
+def _take_off_adapter(trainer: Any) -> PreTrainedModel:
+    """The base model as it was before the trainer wrapped it: LoRA layers removed, the
+    input-gradient hook and gradient checkpointing that training turned on turned off."""
+    model = trainer.model.unload()
+    if getattr(model, "_require_grads_hook", None) is not None:
+        model.disable_input_require_grads()
+    if model.is_gradient_checkpointing:
+        model.gradient_checkpointing_disable()
+    for attribute in ("peft_config", "_hf_peft_config_loaded"):
+        if attribute in vars(model):
+            delattr(model, attribute)
+    return model
+
+
+def load_base(config: TrialConfig) -> Base:
+    """Load the model and tokenizer, let trl tokenize the examples once (untruncated, so
+    that over-long ones are counted on the real token ids), limit their lengths, split them,
+    and measure the base model's held-out loss (a fresh LoRA adapter is a no-op)."""
+    import torch
+    from transformers import set_seed
+
+    on_gpu = torch.cuda.is_available()
+    config = _resolved(config, on_gpu)
+    set_seed(config.training.seed)
+    model, tokenizer = load_model(
+        config.model, config.cache_dir, bnb_kwargs(config.training), config.training.compute_dtype, on_gpu
+    )
+    examples, layout = load_examples(config.dataset)
+    with tempfile.TemporaryDirectory(prefix="autotune-base-") as output_dir:
+        trainer = _trainer(config, model, tokenizer, examples, None, output_dir, max_length=None)
+        limited, n_too_long = limit_lengths(trainer.train_dataset, config.dataset)
+        data = split_examples(limited, config.dataset, layout, n_too_long)
+        eval_loss_before = trainer.evaluate(eval_dataset=data.eval)["eval_loss"]
+        model = _take_off_adapter(trainer)
+    return Base(base_key(config), model, tokenizer, data, config.training.compute_dtype, on_gpu, eval_loss_before)
+
+
+def _reset_peak_host_mem() -> None:
+    # Linux resets the process's peak resident set (VmHWM) on this write; ru_maxrss never resets.
+    if _CLEAR_REFS.exists():
+        _CLEAR_REFS.write_text("5")
 
 
 def _peak_host_mem_gb() -> float:
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return kib / 2**20
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def run_trial(config: TrialConfig) -> dict[str, Any]:
-    """Train and evaluate one configuration. Returns {"metrics": {...}, "info": {...}}:
-    the metrics named in objectives.METRICS, and what is needed to repeat the run."""
+def train_adapter(base: Base, config: TrialConfig) -> dict[str, Any]:
+    """Train and evaluate one configuration on a loaded base, and leave the base as it was.
+    Returns {"metrics": {...}, "info": {...}}: the metrics named in objectives.METRICS, and
+    what is needed to repeat the run."""
     import torch
-    from peft import LoraConfig
     from transformers import set_seed
-    from trl import SFTConfig, SFTTrainer
 
-    on_gpu = torch.cuda.is_available()
+    config = config.model_copy(
+        update={"training": config.training.model_copy(update={"compute_dtype": base.compute_dtype})}
+    )
+    # Everything random in a trial (the adapter's initialisation, dropout, data order) starts
+    # from the trial's seed, as it would in a fresh process.
     set_seed(config.training.seed)
-    quantization = bnb_kwargs(config.training)
-    model, tokenizer = load_model(config.model, quantization, config.training.compute_dtype, on_gpu)
-    splits = build_splits(config.dataset, tokenizer)
-    lora = lora_kwargs(config.hyperparameters)
     with tempfile.TemporaryDirectory(prefix="autotune-trial-") as output_dir:
-        sft = sft_kwargs(config, output_dir, use_cpu=not on_gpu)
-        trainer = SFTTrainer(
-            model=model,
-            args=SFTConfig(**sft),
-            train_dataset=splits.train,
-            eval_dataset=splits.eval,
-            processing_class=tokenizer,
-            peft_config=LoraConfig(**lora),
-        )
-        # The base model's held-out loss (LoRA starts as a no-op): does fine-tuning help?
-        eval_loss_before = trainer.evaluate()["eval_loss"]
-        if on_gpu:
+        trainer = _trainer(config, base.model, base.tokenizer, base.data.train, base.data.eval, output_dir)
+        if base.on_gpu:
+            torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
             torch.cuda.synchronize()
+        else:
+            gc.collect()
+            _reset_peak_host_mem()
         start = time.perf_counter()
         train_output = trainer.train()
-        if on_gpu:
+        if base.on_gpu:
             torch.cuda.synchronize()
         train_time_s = time.perf_counter() - start
         eval_loss = trainer.evaluate()["eval_loss"]
-    n_tokens = max((log.get("num_tokens", 0.0) for log in trainer.state.log_history), default=0.0)
-    peak_mem_gb = torch.cuda.max_memory_allocated() / 2**30 if on_gpu else _peak_host_mem_gb()
+        peak_mem_gb = torch.cuda.max_memory_allocated() / 2**30 if base.on_gpu else _peak_host_mem_gb()
+        n_tokens = max((log.get("num_tokens", 0.0) for log in trainer.state.log_history), default=0.0)
+        base.model = _take_off_adapter(trainer)
+    del trainer
+    gc.collect()
+    if base.on_gpu:
+        torch.cuda.empty_cache()
     metrics = {
         "eval_loss": eval_loss,
         "perplexity": math.exp(min(eval_loss, 700.0)),
@@ -72,14 +185,20 @@ def run_trial(config: TrialConfig) -> dict[str, Any]:
     }
     info = {
         "seed": config.training.seed,
-        "eval_loss_before": eval_loss_before,
-        "device": torch.cuda.get_device_name() if on_gpu else f"cpu ({platform.machine()})",
-        "peak_mem_kind": "gpu_allocated" if on_gpu else "host_rss",
+        "compute_dtype": base.compute_dtype,
+        "eval_loss_before": base.eval_loss_before,
+        "device": torch.cuda.get_device_name() if base.on_gpu else f"cpu ({platform.machine()})",
+        "peak_mem_kind": "gpu_allocated" if base.on_gpu else "host_rss",
         "versions": {"python": sys.version.split()[0], **{lib: version(lib) for lib in _LIBRARIES}},
-        "data": splits.report(),
+        "data": base.data.report(),
         "n_train_tokens": n_tokens,
-        "lora_config": lora,
-        "sft_config": {k: v for k, v in sft.items() if k != "output_dir"},
-        "quantization_config": quantization,
+        "lora_config": lora_kwargs(config.hyperparameters),
+        "sft_config": {k: v for k, v in sft_kwargs(config, "", use_cpu=not base.on_gpu).items() if k != "output_dir"},
+        "quantization_config": bnb_kwargs(config.training),
     }
     return {"metrics": metrics, "info": info}
+
+
+def run_trial(config: TrialConfig) -> dict[str, Any]:
+    """Load the base and train one configuration on it: a trial in a fresh process."""
+    return train_adapter(load_base(config), config)

@@ -51,7 +51,9 @@ BAD_SPECS = [
     ("constraints", ["peak_mem_gb < 20"], "should read like 'peak_mem_gb <= 20'"),
     ("budget.n_trials", 0, "budget.n_trials"),
     ("enqueue_trials", [{"lora_rank": 8}], "unknown hyperparameter 'lora_rank'"),
-    ("trial.kind", "zdt3", "unknown trial kind 'zdt3'; choose qlora, zdt1, dtlz2 or tabular:<file>"),
+    ("trial.kind", "zdt3", "unknown trial kind 'zdt3'; choose qlora, zdt1, dtlz2 or tabular (with table: FILE)"),
+    ("trial", {"kind": "tabular"}, "missing required key 'trial.table'"),
+    ("trial", {"kind": "tabular", "table": "no/such.json"}, "no table at 'no/such.json'; make one with benchmarks"),
     ("trial.kind", "tabular:no/such.json", "no table at 'no/such.json'; make one with benchmarks/tabular_grid.py"),
 ]
 
@@ -82,7 +84,9 @@ def test_unfinished_table(tmp_path, capsys, sqlite_url):
     data = json.loads(table.read_text())
     data["rows"] = data["rows"][:-1]  # as a stopped benchmarks/tabular_grid.py leaves it
     table.write_text(json.dumps(data))
-    spec = write_spec(tmp_path / "s.yaml", {"trial": {"kind": f"tabular:{table}"}, "budget": {"n_trials": 2}})
+    spec = write_spec(
+        tmp_path / "s.yaml", {"trial": {"kind": "tabular", "table": str(table)}, "budget": {"n_trials": 2}}
+    )
     line = _run(capsys, ["study", "create", "s", "--config", str(spec), "--storage", sqlite_url])
     assert "misses 1 grid points; finish it with benchmarks/tabular_grid.py" in line
     assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()
@@ -162,3 +166,18 @@ def test_unreachable_storage_masks_password(tmp_path, capsys, tiny_model, datase
 def test_worker_for_missing_study(capsys, sqlite_url):
     line = _run(capsys, ["worker", "nope", "--storage", sqlite_url])
     assert "no study named 'nope'" in line and "autotune study create nope" in line
+
+
+@pytest.mark.parametrize(
+    ("name", "content"), [("d.json", '[{"text": "a"}, {"text": '), ("d.jsonl", '{"text": "a"}\n{"text"\n')]
+)
+def test_malformed_json_dataset_is_one_line(tmp_path, capfd, tiny_model, sqlite_url, name, content):
+    data = tmp_path / name
+    data.write_text(content)
+    spec = write_spec(tmp_path / "s.yaml", small_spec(tiny_model, data))
+    assert main(["study", "create", "s", "--config", str(spec), "--storage", sqlite_url]) == 2
+    out, err = capfd.readouterr()
+    (line,) = err.strip().splitlines()  # the parser's own log line is not printed too
+    assert line.startswith(f"autotune: error: cannot read dataset file {data}: ") and not out
+    assert "An error occurred while generating the dataset" not in line, "the parser's reason, not the wrapper's"
+    _nothing_written(sqlite_url)

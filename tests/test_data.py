@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from autotune.objectives import DEMO_CORPUS, DatasetSpec, TrialInputError, build_splits, load_examples
+from autotune.objectives import DEMO_CORPUS, DatasetSpec, TrialInputError, load_examples
+from autotune.objectives._data import split_examples
 
 from conftest import write_jsonl
 
@@ -88,38 +89,69 @@ def test_named_format_with_missing_column(tmp_path):
         load_examples(DatasetSpec(path=str(path), format="chat"))
 
 
-def test_max_samples_and_seeded_split_are_deterministic(tmp_path, tiny_model):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+def test_max_samples_and_seeded_split_are_deterministic(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": f"row {i}"} for i in range(50)])
     spec = DatasetSpec(path=str(path), max_samples=20, eval_fraction=0.25, split_seed=7)
-    first, again = build_splits(spec, tokenizer), build_splits(spec, tokenizer)
+
+    def split(spec):
+        return split_examples(load_examples(spec)[0], spec, "text", 0)
+
+    first, again = split(spec), split(spec)
     assert (len(first.train), len(first.eval)) == (15, 5)
     assert first.eval["text"] == again.eval["text"]
-    other = build_splits(spec.model_copy(update={"split_seed": 8}), tokenizer)
+    other = split(spec.model_copy(update={"split_seed": 8}))
     assert other.eval["text"] != first.eval["text"]
 
 
-def test_too_long_examples_are_dropped_and_counted(tmp_path, tiny_model):
-    from transformers import AutoTokenizer
+def _base(tiny_model, spec: DatasetSpec):
+    """The trial's base: the data tokenized by trl, with lengths limited."""
+    from autotune.objectives import Hyperparameters, ModelSpec, TrainingSpec, TrialConfig
+    from autotune.objectives._train import load_base
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    rows = [{"text": "short"}] * 10 + [{"text": "very long " * 50}] * 3
-    spec = DatasetSpec(path=str(write_jsonl(tmp_path / "d.jsonl", rows)), max_length=16, too_long="drop")
-    splits = build_splits(spec, tokenizer)
-    assert splits.n_too_long == 3 and len(splits.train) + len(splits.eval) == 10
-    kept = build_splits(spec.model_copy(update={"too_long": "truncate"}), tokenizer)
+    hp = Hyperparameters(
+        lora_r=2,
+        lora_alpha=4,
+        lora_dropout=0.0,
+        target_modules="all-linear",
+        learning_rate=1e-3,
+        optim="adamw_torch",
+        per_device_train_batch_size=2,
+    )
+    config = TrialConfig(
+        model=ModelSpec(name_or_path=str(tiny_model)),
+        dataset=spec,
+        training=TrainingSpec(max_steps=1, quantization="none"),
+        hyperparameters=hp,
+        cache_dir=str(tiny_model.parent / "cache"),
+    )
+    return load_base(config).data
+
+
+def _chat(i: int, words: int) -> dict:
+    return {"messages": [{"role": "user", "content": f"Say {i}."}, {"role": "assistant", "content": "yes " * words}]}
+
+
+@pytest.mark.parametrize(
+    ("long_row", "short_row"),
+    [({"text": "very long " * 50}, {"text": "short"}), (_chat(0, 60), _chat(0, 1))],
+    ids=["text", "chat"],
+)
+def test_too_long_examples_are_dropped_and_counted(tmp_path, tiny_model, long_row, short_row):
+    rows = [short_row] * 10 + [long_row] * 3
+    spec = DatasetSpec(path=str(write_jsonl(tmp_path / "d.jsonl", rows)), max_length=32, too_long="drop")
+    dropped = _base(tiny_model, spec)
+    assert dropped.n_too_long == 3 and len(dropped.train) + len(dropped.eval) == 10
+    assert max(len(ids) for ids in [*dropped.train["input_ids"], *dropped.eval["input_ids"]]) <= 32
+    kept = _base(tiny_model, spec.model_copy(update={"too_long": "truncate"}))
     assert kept.n_too_long == 3 and len(kept.train) + len(kept.eval) == 13
+    assert max(len(ids) for ids in [*kept.train["input_ids"], *kept.eval["input_ids"]]) == 32
 
 
 def test_every_example_too_long_is_one_clear_error(tmp_path, tiny_model):
-    from transformers import AutoTokenizer
-
     rows = [{"text": "very long " * 50}] * 5
     spec = DatasetSpec(path=str(write_jsonl(tmp_path / "d.jsonl", rows)), max_length=16, too_long="drop")
     with pytest.raises(TrialInputError, match="raise dataset.max_length or set dataset.too_long: truncate"):
-        build_splits(spec, AutoTokenizer.from_pretrained(tiny_model))
+        _base(tiny_model, spec)
 
 
 def test_demo_corpus_is_python_reference_as_instructions():

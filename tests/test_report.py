@@ -20,9 +20,9 @@ import yaml
 import autotune
 from autotune.cli import main
 from autotune.dashboards import CHROMIUM_FLAGS, hypervolume
-from autotune.objectives import Hyperparameters, TrialConfig
+from autotune.objectives import Hyperparameters, TrialConfig, bnb_kwargs, lora_kwargs, sft_kwargs
 
-from conftest import small_spec, write_spec
+from conftest import small_spec, write_spec, write_table
 
 
 def _spec(tmp_path, model, data, **overrides):
@@ -30,7 +30,14 @@ def _spec(tmp_path, model, data, **overrides):
 
 
 def _add(
-    study: optuna.Study, spec: autotune.StudySpec, r: int, lr: float, loss: float, seconds: float, mem: float = 1.0
+    study: optuna.Study,
+    spec: autotune.StudySpec,
+    r: int,
+    lr: float,
+    loss: float,
+    seconds: float,
+    mem: float = 1.0,
+    **extra_attrs: str,
 ) -> None:
     params = {"lora_r": r, "lora_alpha": 8, "learning_rate": lr}
     hp = Hyperparameters(
@@ -42,7 +49,11 @@ def _add(
         optim="paged_adamw_8bit",
         per_device_train_batch_size=4,
     )
-    config = TrialConfig(model=spec.model, dataset=spec.dataset, training=spec.training, hyperparameters=hp)
+    config = TrialConfig(
+        model=spec.model, dataset=spec.dataset, training=spec.training, hyperparameters=hp, cache_dir="/nonexistent"
+    )
+    # What a trial records: the library kwargs it trained with, compute dtype resolved (a GPU's).
+    resolved = config.model_copy(update={"training": spec.training.model_copy(update={"compute_dtype": "bfloat16"})})
     metrics = {
         "eval_loss": loss,
         "perplexity": float(np.exp(loss)),
@@ -62,6 +73,11 @@ def _add(
         "seed": 42,
         "versions": {"peft": "x"},
         "device": "cpu",
+        "compute_dtype": "bfloat16",
+        "lora_config": lora_kwargs(hp),
+        "sft_config": {k: v for k, v in sft_kwargs(resolved, "", use_cpu=True).items() if k != "output_dir"},
+        "quantization_config": bnb_kwargs(resolved.training),
+        **extra_attrs,
     }
     study.add_trial(
         optuna.trial.create_trial(params=params, distributions=distributions, values=[loss, seconds], user_attrs=attrs)
@@ -206,8 +222,42 @@ def test_export_round_trip(filled, tmp_path, pick, trials):
         assert lora.r == entry["params"]["lora_r"]
         sft = SFTConfig(**{**entry["sft_config"], "output_dir": str(tmp_path / "out"), "use_cpu": True})
         assert sft.learning_rate == entry["params"]["learning_rate"]
-        assert BitsAndBytesConfig(**entry["quantization_config"]).load_in_4bit
+        assert sft.bf16 and "use_cpu" not in entry["sft_config"]
+        quantization = BitsAndBytesConfig(**entry["quantization_config"])
+        assert quantization.load_in_4bit and str(quantization.bnb_4bit_compute_dtype) == "torch.bfloat16"
         assert entry["reproduce"]["seed"] == 42 and entry["metrics"]["eval_loss"] > 0
+
+
+@pytest.mark.parametrize("kind", [{"kind": "zdt1"}, {"kind": "tabular", "table": "table.json"}])
+def test_export_of_a_study_that_trained_nothing(tmp_path, sqlite_url, kind):
+    write_table(tmp_path / "table.json")
+    spec = write_spec(tmp_path / "z.yaml", {"trial": kind, "sampler": {"name": "random"}, "budget": {"n_trials": 4}})
+    assert main(["study", "create", "z", "--config", str(spec), "--storage", sqlite_url]) == 0
+    assert main(["worker", "z", "--storage", sqlite_url]) == 0
+    out = tmp_path / "best.yaml"
+    assert main(["export", "z", "--pick", "knee", "--out", str(out), "--storage", sqlite_url]) == 0
+    (entry,) = yaml.safe_load(out.read_text())
+    assert set(entry["params"]) == {"lora_r", "lora_alpha", "learning_rate"} and entry["metrics"]["eval_loss"] > 0
+    assert ("grid_point" in entry) is (kind["kind"] == "tabular")
+
+
+def test_failed_configs_and_unfinished_rows_stay_out_of_the_numbers(filled):
+    url, spec = filled
+    before, _ = autotune.build_report("s", url)
+    study = optuna.load_study(study_name="s", storage=url)
+    # A config that failed, told with penalty values (worst seen) as the worker tells it.
+    _add(study, spec, 8, 1e-2, 3.5, 35.0, failure_reason="CUDA OOM", failure_kind="config")
+    for kind in ("surplus", "interrupted"):  # rows that never used the budget
+        trial = study.ask()
+        trial.set_user_attr("failure_kind", kind)
+        trial.set_user_attr("failure_reason", kind)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    after, _ = autotune.build_report("s", url)
+    assert [p.number for p in after.study.trials] == [0, 1, 2, 3]
+    assert after.study.budget_trials == [0, 1, 2, 3, 4]
+    assert after.hypervolume["s"] == pytest.approx(before.hypervolume["s"] + before.hypervolume["s"][-1:])
+    assert after.importances == before.importances
+    assert after.study.failures == {"CUDA OOM": 1, "interrupted": 1}
 
 
 def test_export_errors(filled, capsys):

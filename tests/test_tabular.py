@@ -1,4 +1,4 @@
-"""`trial.kind: tabular:<file>` replays a table of real runs: each trial gets the metrics
+"""`trial: {kind: tabular, table: FILE}` replays a table of real runs: each trial gets the metrics
 measured at the grid point nearest its config, and a point that failed fails the trial."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import optuna
 
+from autotune import load_spec, parse_spec
 from autotune.cli import main
 from autotune.objectives import load_table
 
@@ -19,7 +20,7 @@ BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 def test_worker_replays_the_nearest_grid_point(tmp_path, sqlite_url):
     table = write_table(tmp_path / "table.json")
     spec = {
-        "trial": {"kind": "tabular:table.json"},  # relative to the spec's folder
+        "trial": {"kind": "tabular", "table": "table.json"},  # relative to the spec's folder
         "objectives": [{"metric": "eval_loss"}, {"metric": "peak_mem_gb"}],
         "search_space": {
             "lora_r": {"low": 4, "high": 16, "log": True},
@@ -68,3 +69,12 @@ def test_committed_benchmark_replays(tmp_path, sqlite_url):
     for trial in trials:
         row = table.rows[tuple(trial.user_attrs["grid_point"].values())]
         assert trial.values == [row["eval_loss"], row["train_time_s"]]
+
+
+def test_the_earlier_tabular_form_is_still_read(tmp_path):
+    write_table(tmp_path / "table.json")
+    spec = load_spec(
+        write_spec(tmp_path / "t.yaml", {"trial": {"kind": "tabular:table.json"}, "budget": {"n_trials": 2}})
+    )
+    assert spec.trial.kind == "tabular" and spec.trial.table == str(tmp_path / "table.json")
+    assert parse_spec(spec.to_json_dict()) == spec  # stored with the study, read back the same

