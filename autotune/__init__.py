@@ -1,12 +1,12 @@
 """autotune: Bayesian hyperparameter tuning of QLoRA fine-tunes.
 
 One study spec describes what to tune; workers on any number of GPUs pull trials from the
-same Optuna study in a shared database; each trial fine-tunes with QLoRA in a child
-process and reports its objectives.
+same Optuna study in a shared database; each trial fine-tunes with QLoRA in a warm runner
+process (one per GPU) and reports its objectives.
 """
 
 from ._demo import run_demo
-from ._errors import AutotuneError, SpecError
+from ._errors import AutotuneError, SpecError, Stopped
 from ._export import export
 from ._report import build_report, report, run_dashboard
 from ._search_space import Choice, Range, SearchSpace
@@ -24,6 +24,7 @@ __all__ = [
     "SamplerSpec",
     "SearchSpace",
     "SpecError",
+    "Stopped",
     "StudySpec",
     "StudySummary",
     "TrialRow",

@@ -32,6 +32,12 @@ def used_budget(trial: optuna.trial.FrozenTrial) -> bool:
     return trial.state == TrialState.FAIL and trial.user_attrs.get("failure_kind") == "config"
 
 
+def never_ran(trial: optuna.trial.FrozenTrial) -> bool:
+    """Asked but never started: beyond the budget (`surplus`, asks racing without a lock), or
+    a config already in flight or done (`duplicate`, asked again)."""
+    return trial.user_attrs.get("failure_kind") in ("surplus", "duplicate")
+
+
 def counts_toward_budget(trial: optuna.trial.FrozenTrial) -> bool:
     """Used the budget, or will: under way, or queued."""
     from optuna.trial import TrialState

@@ -156,9 +156,14 @@ TrialSpec = Annotated[
 
 class WorkerSpec(_Strict):
     # A worker beats every heartbeat_interval_s; a RUNNING trial silent for grace_period_s is
-    # failed by the next worker that starts a trial, and its config queued again once.
+    # failed by the next worker that asks for a trial, and its config queued again once.
     heartbeat_interval_s: int = Field(20, ge=1)
     grace_period_s: int = Field(60, ge=1)
+    # A slot's runner process keeps the loaded model between trials and is started afresh
+    # after this many (1: a fresh process per trial, the cold path), and whenever the model,
+    # data or quantization change, or a trial fails. A process that is reused grows a little
+    # (about 50 MB a trial was seen), which a host-memory objective on a CPU would count.
+    trials_per_runner: int = Field(10, ge=1)
 
 
 class Budget(_Strict):

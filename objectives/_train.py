@@ -110,6 +110,7 @@ def load_base(config: TrialConfig) -> Base:
     from transformers import set_seed
 
     on_gpu = torch.cuda.is_available()
+    key = base_key(config)  # as asked ("auto"), so that the next trial's config matches it
     config = _resolved(config, on_gpu)
     set_seed(config.training.seed)
     model, tokenizer = load_model(
@@ -122,7 +123,7 @@ def load_base(config: TrialConfig) -> Base:
         data = split_examples(limited, config.dataset, layout, n_too_long)
         eval_loss_before = trainer.evaluate(eval_dataset=data.eval)["eval_loss"]
         model = _take_off_adapter(trainer)
-    return Base(base_key(config), model, tokenizer, data, config.training.compute_dtype, on_gpu, eval_loss_before)
+    return Base(key, model, tokenizer, data, config.training.compute_dtype, on_gpu, eval_loss_before)
 
 
 def _reset_peak_host_mem() -> None:
@@ -153,8 +154,10 @@ def train_adapter(base: Base, config: TrialConfig) -> dict[str, Any]:
     # Everything random in a trial (the adapter's initialisation, dropout, data order) starts
     # from the trial's seed, as it would in a fresh process.
     set_seed(config.training.seed)
+    setup_started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="autotune-trial-") as output_dir:
         trainer = _trainer(config, base.model, base.tokenizer, base.data.train, base.data.eval, output_dir)
+        setup_s = time.perf_counter() - setup_started
         if base.on_gpu:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
@@ -169,12 +172,14 @@ def train_adapter(base: Base, config: TrialConfig) -> dict[str, Any]:
         train_time_s = time.perf_counter() - start
         eval_loss = trainer.evaluate()["eval_loss"]
         peak_mem_gb = torch.cuda.max_memory_allocated() / 2**30 if base.on_gpu else _peak_host_mem_gb()
+        eval_s = time.perf_counter() - start - train_time_s
         n_tokens = max((log.get("num_tokens", 0.0) for log in trainer.state.log_history), default=0.0)
         base.model = _take_off_adapter(trainer)
     del trainer
     gc.collect()
     if base.on_gpu:
         torch.cuda.empty_cache()
+    teardown_s = time.perf_counter() - start - train_time_s - eval_s
     metrics = {
         "eval_loss": eval_loss,
         "perplexity": math.exp(min(eval_loss, 700.0)),
@@ -195,6 +200,8 @@ def train_adapter(base: Base, config: TrialConfig) -> dict[str, Any]:
         "lora_config": lora_kwargs(config.hyperparameters),
         "sft_config": {k: v for k, v in sft_kwargs(config, "", use_cpu=not base.on_gpu).items() if k != "output_dir"},
         "quantization_config": bnb_kwargs(config.training),
+        # Where the trial's time went beyond training (load_base_s: where it loaded the base).
+        "timings": {"setup_s": setup_s, "train_s": train_time_s, "eval_s": eval_s, "teardown_s": teardown_s},
     }
     return {"metrics": metrics, "info": info}
 

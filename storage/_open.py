@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sqlite3
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -47,9 +48,25 @@ def is_transient(exc: BaseException) -> bool:
         if isinstance(link, sa.DBAPIError) and link.connection_invalidated:
             return True
         if isinstance(link, (sa.OperationalError, sa.InterfaceError)):
-            sqlstate = getattr(getattr(link, "orig", None), "sqlstate", None)
-            # No SQLSTATE (SQLite "database is locked", a closed socket): transient.
+            orig = getattr(link, "orig", None)
+            if isinstance(orig, sqlite3.Error):  # busy or locked; not "unable to open database file"
+                return any(word in str(orig) for word in ("locked", "busy"))
+            sqlstate = getattr(orig, "sqlstate", None)
+            # No SQLSTATE (a socket closed under the driver): transient.
             return sqlstate is None or sqlstate.startswith(_TRANSIENT_SQLSTATES)
+        link = link.__cause__ or link.__context__
+    return False
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """Raised by the database or its driver (wrapped by Optuna or SQLAlchemy, or not)."""
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    link: BaseException | None = exc
+    while link is not None:
+        if isinstance(link, (SQLAlchemyError, optuna.exceptions.StorageInternalError)):
+            return True
         link = link.__cause__ or link.__context__
     return False
 

@@ -48,13 +48,17 @@ def test_sample_efficiency_tiny(tmp_path):
         assert all(0 <= row["median"]["10"] <= 1 + 1e-9 for row in problem["samplers"].values())
 
 
-def test_overhead_tiny(tmp_path):
+def test_overhead_tiny(tmp_path, tiny_model):
     out = tmp_path / "oh.json"
-    done = _run(str(BENCHMARKS / "overhead.py"), "--out", str(out), "--sizes", "5", "--samples", "2", "--skip-model")
-    assert "| sqlite | 16 |" in done.stdout
+    args = ["--out", str(out), "--sizes", "5", "--samples", "2", "--model", str(tiny_model), "--trials", "2"]
+    done = _run(str(BENCHMARKS / "overhead.py"), *args, "--max-steps", "1", "--max-length", "128")
+    assert "| sqlite | 16 |" in done.stdout and "| warm | 1 |" in done.stdout
     result = json.loads(out.read_text())
     assert set(result["samplers"]) == {f"{s}@5" for s in ("gp", "tpe", "nsga2", "random", "qmc")}
-    assert result["idle"]["process_start_and_imports_s"] > 0
+    cold, warm = result["per_trial"]["rows"]["cold"], result["per_trial"]["rows"]["warm"]
+    assert all(row["load_base_s"] > 0 for row in cold), "a fresh process loads the model every trial"
+    assert warm[0]["load_base_s"] > 0 and warm[1]["load_base_s"] == 0, "a warm runner loads it once"
+    assert [r["eval_loss"] for r in warm] == pytest.approx([r["eval_loss"] for r in cold], abs=1e-5)
 
 
 @pytest.mark.parametrize("script", ["gpu_qlora.py", "load.py"])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from autotune._trial_process import failure_reason
+from autotune._runner import exit_reason, failed
 from autotune.objectives import (
     DatasetSpec,
     Hyperparameters,
@@ -101,9 +101,8 @@ def test_standalone_entry_reports_bad_input_in_one_line(tmp_path, tiny_model):
     path.write_text(_config(tiny_model, tmp_path / "missing.jsonl").model_dump_json())
     done = subprocess.run([sys.executable, "-m", "autotune.objectives", str(path)], capture_output=True, text=True)
     assert done.returncode == 2
-    assert (
-        failure_reason(done.returncode, done.stderr)
-        == f"dataset file {tmp_path / 'missing.jsonl'} does not exist; fix dataset.path"
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: dataset file {tmp_path / 'missing.jsonl'} does not exist; fix dataset.path"
     )
 
 
@@ -123,20 +122,28 @@ def test_chat_layout_trains_with_the_chat_template_without_quantization(tmp_path
 
 
 @pytest.mark.parametrize(
-    ("code", "stderr", "expected"),
+    ("code", "expected"),
     [
-        (-9, "", "trial process killed by SIGKILL (out of host memory, or killed by hand)"),
-        (
-            1,
-            "Traceback...\n  File x\ntorch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2 GiB\n",
-            "CUDA OOM: torch",
-        ),
-        (1, "Traceback...\nValueError: bad things\nsome trailing noise\n", "ValueError: bad things"),
-        (3, "", "trial process exited with code 3"),
+        (-9, "trial process killed by SIGKILL (out of host memory, or killed by hand)"),
+        (-11, "trial process killed by SIGSEGV"),
+        (3, "trial process exited with code 3"),
     ],
 )
-def test_failure_reason(code, stderr, expected):
-    assert failure_reason(code, stderr).startswith(expected)
+def test_exit_reason(code, expected):
+    assert exit_reason(code) == expected
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind", "reason"),
+    [
+        ({"kind": "oom", "type": "OutOfMemoryError", "message": "CUDA out of memory."}, "config", "CUDA OOM: "),
+        ({"kind": "error", "type": "ValueError", "message": "bad things"}, "config", "ValueError: bad things"),
+        ({"kind": "input", "type": "TrialInputError", "message": "no such file"}, "input", "no such file"),
+    ],
+)
+def test_a_runners_error_answer_says_why(answer, kind, reason):
+    failure = failed({"error": answer}, "log")
+    assert failure.kind == kind and failure.reason.startswith(reason)
 
 
 def test_bundled_smollm2_gguf_converts_once_even_when_two_workers_race(tmp_path):

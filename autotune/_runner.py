@@ -1,0 +1,157 @@
+"""The worker's side of a slot's warm runner (`python -m autotune.objectives --serve`): start
+it, hand it a trial config, wait for its structured answer while beating the trial's
+heartbeat, and start a fresh one when it dies, fails a trial, needs another base model, or
+has run its share of trials. A crash, an OOM or a kill ends the runner and fails only its
+trial; the worker goes on."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import IO, Any, Literal
+
+from .objectives import TrialConfig
+from .objectives._train import base_key
+
+FailureKind = Literal["config", "input", "interrupted", "surplus", "duplicate"]
+_POLL_S = 0.2
+
+
+class TrialFailed(Exception):
+    """A trial ended without metrics. `kind` says why: `config` (the config itself failed:
+    an error, an OOM, a crash, a time limit), `input` (the model or data cannot be used on
+    this machine: no config would run), `interrupted` (the worker was stopped), `surplus`
+    (the budget was used by other workers first) or `duplicate` (the config was already
+    tried or in flight): the last three never trained."""
+
+    def __init__(self, reason: str, kind: FailureKind, log_tail: str = "") -> None:
+        super().__init__(reason)
+        self.reason, self.kind, self.log_tail = reason, kind, log_tail
+
+
+def exit_reason(returncode: int) -> str:
+    """One line for a runner that died without answering."""
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        hint = " (out of host memory, or killed by hand)" if name == "SIGKILL" else ""
+        return f"trial process killed by {name}{hint}"
+    return f"trial process exited with code {returncode}"
+
+
+def failed(answer: dict[str, Any], log_tail: str) -> TrialFailed:
+    """The TrialFailed for a runner's error answer."""
+    error = answer["error"]
+    if error["kind"] == "input":
+        return TrialFailed(error["message"], "input", log_tail)
+    reason = f"{error['type']}: {error['message']}"
+    return TrialFailed(f"CUDA OOM: {reason}" if error["kind"] == "oom" else reason, "config", log_tail)
+
+
+class Runner:
+    """One slot's runner process, started on first use."""
+
+    def __init__(self, gpu: str | None, trials_per_runner: int, threads: int | None = None) -> None:
+        self.gpu, self.trials_per_runner, self.threads = gpu, trials_per_runner, threads
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._key: str | None = None
+        self._trials = 0
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        self.close()
+        env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+        if self.gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = self.gpu
+        if self.threads is not None:
+            env["OMP_NUM_THREADS"] = str(self.threads)
+        # Appends only: the runner writes at the end whatever the worker last read.
+        self._log = tempfile.TemporaryFile(mode="a+b", prefix="autotune-runner-")
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "autotune.objectives", "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=env,
+        )
+        self._trials = 0
+        return self._process
+
+    def _ready(self, config: TrialConfig) -> subprocess.Popen[bytes]:
+        process = self._process
+        key = base_key(config)
+        if process is None or process.poll() is not None or self._trials >= self.trials_per_runner or key != self._key:
+            process = self._start()
+        self._key = key
+        return process
+
+    def _log_tail(self, since: int) -> str:
+        assert self._log is not None
+        self._log.seek(since)
+        return self._log.read()[-4000:].decode(errors="replace")
+
+    def run(
+        self,
+        config: TrialConfig,
+        *,
+        stop: threading.Event,
+        time_limit_s: float | None = None,
+        while_waiting: Callable[[], None] = lambda: None,
+    ) -> dict[str, Any]:
+        """The trial's {"metrics", "info"}; raises TrialFailed with the reason otherwise."""
+        process = self._ready(config)
+        assert process.stdin is not None and process.stdout is not None and self._log is not None
+        log_start = self._log.seek(0, os.SEEK_END)
+        self._trials += 1
+        try:
+            process.stdin.write(config.model_dump_json().encode() + b"\n")
+            process.stdin.flush()
+        except BrokenPipeError:
+            pass  # it died: the read below says how
+        started, line = time.monotonic(), b""
+        while not line.endswith(b"\n"):
+            if stop.is_set():
+                self.close()
+                raise TrialFailed("interrupted: the worker was asked to stop", "interrupted")
+            if time_limit_s is not None and time.monotonic() - started > time_limit_s:
+                self.close()
+                raise TrialFailed(f"timed out: over the trial time limit of {time_limit_s:g} s", "config")
+            while_waiting()
+            if select.select([process.stdout], [], [], _POLL_S)[0]:
+                chunk = os.read(process.stdout.fileno(), 1 << 20)
+                if not chunk:  # it died without answering
+                    returncode = process.wait()
+                    raise TrialFailed(exit_reason(returncode), "config", self._log_tail(log_start))
+                line += chunk
+        answer = json.loads(line)
+        if "error" in answer:
+            failure = failed(answer, self._log_tail(log_start))
+            self.close()  # it exits after an error; a fresh one takes the next trial
+            raise failure
+        return answer
+
+    def close(self) -> None:
+        """End the runner process: asked to (stdin closed), then terminated, then killed."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            assert process.stdin is not None
+            try:
+                process.stdin.close()
+                process.wait(timeout=0.5)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None

@@ -1,0 +1,64 @@
+"""A warm trial runner: one long-lived process per slot (a GPU, or the CPU). It has imported
+the training stack and keeps the loaded base (model, tokenizer, tokenized data) from one
+trial to the next; each trial attaches a fresh LoRA adapter and takes it off again.
+
+It reads trial configs on stdin, one JSON line each, and answers each with one JSON line on
+stdout: {"metrics": ..., "info": ...}, or {"error": {"kind", "type", "message"}}. Library
+output goes to stderr. After an error it answers and exits, so that nothing a failed trial
+left behind (an adapter, fragmented GPU memory after an OOM) reaches the next one.
+
+    python -m autotune.objectives --serve
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from typing import IO, Any
+
+from ._config import TrialConfig
+from ._errors import TrialInputError
+from ._train import Base, base_key, load_base, train_adapter
+
+
+def error_answer(kind: str, exc: BaseException) -> dict[str, Any]:
+    """The structured form of a failed trial: `input` (the model or data cannot be used on
+    this machine), `oom` (out of accelerator memory) or `error` (anything else)."""
+    lines = str(exc).strip().splitlines()
+    return {"error": {"kind": kind, "type": type(exc).__name__, "message": lines[0] if lines else ""}}
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+def answer(config: TrialConfig, base: Base | None) -> tuple[dict[str, Any], Base | None]:
+    """Run one trial on `base` (loaded again where the config needs another); the answer,
+    and the base to keep, None after an error."""
+    try:
+        loaded_in = None
+        if base is None or base.key != base_key(config):
+            base = None
+            gc.collect()
+            started = time.perf_counter()
+            base = load_base(config)
+            loaded_in = time.perf_counter() - started
+        result = train_adapter(base, config)
+        if loaded_in is not None:
+            result["info"]["timings"]["load_base_s"] = loaded_in
+        return result, base
+    except TrialInputError as exc:
+        return error_answer("input", exc), None
+    except Exception as exc:
+        return error_answer("oom" if _is_oom(exc) else "error", exc), None
+
+
+def serve(requests: IO[str], answers: IO[str]) -> None:
+    base: Base | None = None
+    for line in requests:
+        result, base = answer(TrialConfig.model_validate_json(line), base)
+        answers.write(json.dumps(result) + "\n")
+        answers.flush()
+        if base is None:
+            return
