@@ -56,6 +56,28 @@ def build_tiny_model(folder: Path) -> Path:
     return folder
 
 
+def trial_config(model: Path, dataset: Any, training: dict[str, Any] | None = None, **hyperparameters: Any) -> Any:
+    """A trial of the tiny model, as a worker builds one: small LoRA, adamw_torch, batch 4."""
+    from autotune.objectives import DatasetSpec, Hyperparameters, ModelSpec, TrainingSpec, TrialConfig
+
+    hp = {
+        "lora_r": 4,
+        "lora_alpha": 8,
+        "learning_rate": 1e-3,
+        "lora_dropout": 0.0,
+        "target_modules": "all-linear",
+        "optim": "adamw_torch",
+        "per_device_train_batch_size": 4,
+    }
+    return TrialConfig(
+        model=ModelSpec(name_or_path=str(model)),
+        dataset=dataset if isinstance(dataset, DatasetSpec) else DatasetSpec(path=str(dataset), max_length=64),
+        training=TrainingSpec(**{"max_steps": 2, **(training or {})}),
+        hyperparameters=Hyperparameters(**{**hp, **hyperparameters}),
+        cache_dir=str(model.parent / "cache"),
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))

@@ -11,7 +11,7 @@ import pytest
 from autotune.objectives import DEMO_CORPUS, DatasetSpec, TrialInputError, load_examples
 from autotune.objectives._data import split_examples
 
-from conftest import write_jsonl
+from conftest import trial_config, write_jsonl
 
 ROWS = {
     "text": [{"text": f"Line number {i} of a plain corpus."} for i in range(12)],
@@ -105,26 +105,9 @@ def test_max_samples_and_seeded_split_are_deterministic(tmp_path):
 
 def _base(tiny_model, spec: DatasetSpec):
     """The trial's base: the data tokenized by trl, with lengths limited."""
-    from autotune.objectives import Hyperparameters, ModelSpec, TrainingSpec, TrialConfig
-    from autotune.objectives._train import load_base
+    from autotune.objectives import load_base
 
-    hp = Hyperparameters(
-        lora_r=2,
-        lora_alpha=4,
-        lora_dropout=0.0,
-        target_modules="all-linear",
-        learning_rate=1e-3,
-        optim="adamw_torch",
-        per_device_train_batch_size=2,
-    )
-    config = TrialConfig(
-        model=ModelSpec(name_or_path=str(tiny_model)),
-        dataset=spec,
-        training=TrainingSpec(max_steps=1, quantization="none"),
-        hyperparameters=hp,
-        cache_dir=str(tiny_model.parent / "cache"),
-    )
-    return load_base(config).data
+    return load_base(trial_config(tiny_model, spec, {"max_steps": 1, "quantization": "none"})).data
 
 
 def _chat(i: int, words: int) -> dict:

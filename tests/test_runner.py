@@ -20,29 +20,14 @@ from autotune._progress import WorkerProgress
 from autotune._runner import Runner, TrialFailed
 from autotune._worker import _tell_complete, _Worker
 from autotune.cli import main
-from autotune.objectives import DatasetSpec, Hyperparameters, ModelSpec, TrainingSpec, TrialConfig, synthetic_metrics
+from autotune.objectives import DatasetSpec, TrialConfig, synthetic_metrics
 from autotune.storage import AskLock, is_transient
 
-from conftest import small_spec, write_jsonl, write_spec
+from conftest import small_spec, trial_config, write_jsonl, write_spec
 
 
 def _config(model, data, r: int = 4, lr: float = 1e-2, seed: int = 42) -> TrialConfig:
-    hp = Hyperparameters(
-        lora_r=r,
-        lora_alpha=8,
-        learning_rate=lr,
-        lora_dropout=0.1,
-        target_modules="all-linear",
-        optim="adamw_torch",
-        per_device_train_batch_size=4,
-    )
-    return TrialConfig(
-        model=ModelSpec(name_or_path=str(model)),
-        dataset=DatasetSpec(path=str(data), max_length=64),
-        training=TrainingSpec(max_steps=3, seed=seed),
-        hyperparameters=hp,
-        cache_dir=str(model.parent / "cache"),
-    )
+    return trial_config(model, data, {"max_steps": 3, "seed": seed}, lora_r=r, learning_rate=lr, lora_dropout=0.1)
 
 
 def _measured(result: dict) -> tuple[float, float]:

@@ -14,8 +14,6 @@ import pytest
 
 from autotune._runner import exit_reason, failed
 from autotune.objectives import (
-    DatasetSpec,
-    Hyperparameters,
     ModelSpec,
     TrainingSpec,
     TrialConfig,
@@ -25,26 +23,11 @@ from autotune.objectives import (
     sft_kwargs,
 )
 
-from conftest import write_jsonl
+from conftest import trial_config, write_jsonl
 
 
 def _config(model, data, **training) -> TrialConfig:
-    hp = Hyperparameters(
-        lora_r=4,
-        lora_alpha=8,
-        lora_dropout=0.0,
-        target_modules="all-linear",
-        learning_rate=1e-3,
-        optim="adamw_torch",
-        per_device_train_batch_size=4,
-    )
-    return TrialConfig(
-        model=ModelSpec(name_or_path=str(model)),
-        dataset=DatasetSpec(path=str(data), max_length=64),
-        training=TrainingSpec(max_steps=2, **training),
-        hyperparameters=hp,
-        cache_dir=str(model.parent / "cache"),
-    )
+    return trial_config(model, data, training)
 
 
 def test_translators_build_the_library_configs(tmp_path, tiny_model, dataset_file):
