@@ -35,14 +35,15 @@ def _relay(stream: object, prefix: str, console: Console) -> None:
 @contextmanager
 def _pass_signals_to(workers: list[subprocess.Popen[str]]) -> Iterator[list[int]]:
     """SIGINT and SIGTERM to the demo go on to its workers (in their own sessions, so that
-    a terminal's Ctrl-C reaches them once, through here); the signals received are listed."""
+    a terminal's Ctrl-C reaches them once, through here), as SIGTERM: a worker treats both
+    alike, and one still starting up ends quietly on it; the signals received are listed."""
     received: list[int] = []
 
     def forward(signum: int, frame: object) -> None:
         received.append(signum)
         for worker in workers:
             if worker.poll() is None:
-                worker.send_signal(signum)
+                worker.send_signal(signal.SIGTERM)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

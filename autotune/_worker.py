@@ -104,7 +104,7 @@ class _Worker:
 
 
 @contextmanager
-def _stop_on_signals(stop: threading.Event, progress: WorkerProgress) -> Iterator[None]:
+def _stop_on_signals(stop: threading.Event, console: Console) -> Iterator[None]:
     """First SIGINT/SIGTERM: fail the running trials cleanly and stop; second: exit now."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -114,7 +114,8 @@ def _stop_on_signals(stop: threading.Event, progress: WorkerProgress) -> Iterato
         if stop.is_set():
             os._exit(128 + signum)
         stop.set()
-        progress.note(f"{signal.Signals(signum).name}: stopping after failing the running trial (again to exit now)")
+        message = f"{signal.Signals(signum).name}: stopping after failing the running trial (again to exit now)"
+        console.print(message, highlight=False, soft_wrap=True)
 
     previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -147,12 +148,29 @@ def run_worker(
     Example:
         >>> autotune.run_worker("lora-sweep", gpus=["0", "1"])  # doctest: +SKIP
     """
+    console = console or Console()
+    stop = threading.Event()
+    # From the start: a signal while the worker still sets up stops it as cleanly as later.
+    with _stop_on_signals(stop, console):
+        return _run_worker(name, storage, n_trials, timeout, gpus, console, stop)
+
+
+def _run_worker(
+    name: str,
+    storage: str | None,
+    n_trials: int | None,
+    timeout: float | None,
+    gpus: Sequence[str] | None,
+    console: Console,
+    stop: threading.Event,
+) -> WorkerResult:
     url = resolve_storage_url(storage)
     cache_dir = resolve_cache_dir()
     _, spec = load_study(name, url)
     check_inputs(spec)  # before any trial: this machine has what the trials read
     study, _ = load_study(name, url, heartbeat=(spec.worker.heartbeat_interval_s, spec.worker.grace_period_s))
-    console = console or Console()
+    if stop.is_set():
+        return WorkerResult(0, 0, True, False)
     budget = spec.budget.n_trials
     if not work_left(study, budget):
         console.print(f"study {name!r} has used its budget of {budget} trials; nothing to do")
@@ -160,10 +178,11 @@ def run_worker(
     seed = _worker_seed(spec.sampler.seed)
     study.sampler = build_sampler(spec.sampler, budget, seed)
     slots = [Slot(gpu, Runner(gpu, spec.worker.trials_per_runner)) for gpu in gpus or [None]]
-    worker = _Worker(study, spec, url, cache_dir, seed, WorkerProgress(console, spec.metric_names), AskLock(url, name))
+    progress = WorkerProgress(console, spec.metric_names)
+    worker = _Worker(study, spec, url, cache_dir, seed, progress, AskLock(url, name), stop)
     loop = threading.Thread(target=_ask_and_hand_out, args=(worker, slots, n_trials, timeout), daemon=True)
     try:
-        with worker.progress, _stop_on_signals(worker.stop, worker.progress):
+        with worker.progress:
             loop.start()
             while loop.is_alive():
                 loop.join(0.2)  # the main thread only waits: a signal is handled at once

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -213,6 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Stopped as exc:
         print(f"autotune: {exc}", file=sys.stderr)
         return 128 + exc.signum
+    except KeyboardInterrupt:  # Ctrl-C before a command's own handler is in place
+        print("autotune: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
     return 0
 
 
