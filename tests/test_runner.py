@@ -138,17 +138,18 @@ def test_killed_runner_fails_its_trial_only_and_a_fresh_one_runs_the_next(
     assert results[0].completed == 1 and results[0].failed == 1
 
 
+def _gp_zdt1_study(tmp_path, url: str, delay_s: float, n_startup_trials: int, n_trials: int) -> None:
+    spec = {
+        "trial": {"kind": "zdt1", "delay_s": delay_s},
+        "sampler": {"name": "gp", "n_startup_trials": n_startup_trials},
+        "budget": {"n_trials": n_trials},
+    }
+    assert main(["study", "create", "z", "--config", str(write_spec(tmp_path / "z.yaml", spec)), "--storage", url]) == 0
+
+
 def test_four_worker_processes_never_run_one_config_twice(tmp_path, sqlite_url):
     """Asks are serialised through the storage: each sees the others' trials in flight."""
-    spec = {
-        "trial": {"kind": "zdt1", "delay_s": 0.3},
-        "sampler": {"name": "gp", "n_startup_trials": 4},
-        "budget": {"n_trials": 24},
-    }
-    assert (
-        main(["study", "create", "z", "--config", str(write_spec(tmp_path / "z.yaml", spec)), "--storage", sqlite_url])
-        == 0
-    )
+    _gp_zdt1_study(tmp_path, sqlite_url, delay_s=0.3, n_startup_trials=4, n_trials=24)
     command = [sys.executable, "-m", "autotune", "worker", "z", "--storage", sqlite_url]
     workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(4)]
     outputs = [w.communicate(timeout=300)[0] for w in workers]
@@ -163,15 +164,7 @@ def test_four_worker_processes_never_run_one_config_twice(tmp_path, sqlite_url):
 
 
 def test_one_worker_runs_a_trial_per_gpu_slot(tmp_path, sqlite_url):
-    spec = {
-        "trial": {"kind": "zdt1", "delay_s": 1.0},
-        "sampler": {"name": "gp", "n_startup_trials": 2},
-        "budget": {"n_trials": 6},
-    }
-    assert (
-        main(["study", "create", "z", "--config", str(write_spec(tmp_path / "z.yaml", spec)), "--storage", sqlite_url])
-        == 0
-    )
+    _gp_zdt1_study(tmp_path, sqlite_url, delay_s=1.0, n_startup_trials=2, n_trials=6)
     assert main(["worker", "z", "--storage", sqlite_url, "--gpus", "0,1"]) == 0
     trials = optuna.load_study(study_name="z", storage=sqlite_url).get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE"] * 6
