@@ -1,6 +1,6 @@
 """The worker's side of a slot's warm runner (`python -m autotune.objectives --serve`): start
-it, hand it a trial config, wait for its structured answer while beating the trial's
-heartbeat, and start a fresh one when it dies, fails a trial, needs another base model, or
+it, hand it a trial config, wait for its structured answer (or a stop, or the time limit),
+and start a fresh one when it dies, fails a trial, needs another base model, or
 has run its share of trials. A crash, an OOM or a kill ends the runner and fails only its
 trial; the worker goes on."""
 
@@ -15,7 +15,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from typing import IO, Any, Literal
 
 from .objectives import TrialConfig
@@ -58,8 +57,8 @@ def failed(answer: dict[str, Any], log_tail: str) -> TrialFailed:
 class Runner:
     """One slot's runner process, started on first use."""
 
-    def __init__(self, gpu: str | None, trials_per_runner: int, threads: int | None = None) -> None:
-        self.gpu, self.trials_per_runner, self.threads = gpu, trials_per_runner, threads
+    def __init__(self, gpu: str | None, trials_per_runner: int) -> None:
+        self.gpu, self.trials_per_runner = gpu, trials_per_runner
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._key: str | None = None
@@ -70,8 +69,6 @@ class Runner:
         env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
         if self.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.gpu
-        if self.threads is not None:
-            env["OMP_NUM_THREADS"] = str(self.threads)
         # Appends only: the runner writes at the end whatever the worker last read.
         self._log = tempfile.TemporaryFile(mode="a+b", prefix="autotune-runner-")
         self._process = subprocess.Popen(
@@ -103,7 +100,6 @@ class Runner:
         *,
         stop: threading.Event,
         time_limit_s: float | None = None,
-        while_waiting: Callable[[], None] = lambda: None,
     ) -> dict[str, Any]:
         """The trial's {"metrics", "info"}; raises TrialFailed with the reason otherwise."""
         process = self._ready(config)
@@ -123,7 +119,6 @@ class Runner:
             if time_limit_s is not None and time.monotonic() - started > time_limit_s:
                 self.close()
                 raise TrialFailed(f"timed out: over the trial time limit of {time_limit_s:g} s", "config")
-            while_waiting()
             if select.select([process.stdout], [], [], _POLL_S)[0]:
                 chunk = os.read(process.stdout.fileno(), 1 << 20)
                 if not chunk:  # it died without answering

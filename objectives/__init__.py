@@ -17,7 +17,7 @@ from ._errors import TrialInputError
 from ._model import DEMO_MODEL, check_model_reference, convert_gguf, resolve_cache_dir, resolve_model
 from ._synthetic import TEST_FUNCTIONS, synthetic_metrics
 from ._tabular import Table, load_table
-from ._train import Base, load_base, run_trial, train_adapter
+from ._train import load_base, run_trial
 from ._translate import bnb_kwargs, lora_kwargs, sft_kwargs
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
     "TEST_FUNCTIONS",
     "Table",
     "TrainingSpec",
-    "Base",
     "TrialConfig",
     "TrialInputError",
     "bnb_kwargs",
@@ -45,5 +44,4 @@ __all__ = [
     "run_trial",
     "sft_kwargs",
     "synthetic_metrics",
-    "train_adapter",
 ]
