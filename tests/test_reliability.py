@@ -105,7 +105,9 @@ def test_second_signal_exits_at_once(tmp_path, sqlite_url):
     threading.Thread(target=lambda: [lines.put(line) for line in worker.stdout], daemon=True).start()
     _wait_running(sqlite_url)
     # Hold the database: telling the interrupted trial, the first signal's clean stop, waits on it.
-    holder = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
+    holder = sqlite3.connect(
+        sqlite_url.removeprefix("sqlite:///"), timeout=30, isolation_level=None
+    )  # after its writes
     holder.execute("BEGIN EXCLUSIVE")
     worker.send_signal(signal.SIGINT)
     deadline = time.monotonic() + 30
