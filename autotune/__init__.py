@@ -10,7 +10,7 @@ from ._errors import AutotuneError, SpecError, Stopped
 from ._export import export
 from ._report import build_report, report, run_dashboard
 from ._search_space import Choice, Range, SearchSpace
-from ._spec import Budget, Constraint, Objective, SamplerSpec, StudySpec, load_spec, parse_spec
+from ._spec import Budget, Constraint, EarlyStopping, Objective, SamplerSpec, StudySpec, load_spec, parse_spec
 from ._study import StudySummary, TrialRow, create_study, list_studies, load_study, show_study
 from ._worker import WorkerResult, run_worker
 
@@ -19,6 +19,7 @@ __all__ = [
     "Budget",
     "Choice",
     "Constraint",
+    "EarlyStopping",
     "Objective",
     "Range",
     "SamplerSpec",

@@ -17,25 +17,36 @@ def succeeded(trial: optuna.trial.FrozenTrial) -> bool:
     return trial.state == TrialState.COMPLETE and "failure_reason" not in trial.user_attrs
 
 
+def stopped(trial: optuna.trial.FrozenTrial) -> bool:
+    """Ended early by early stopping: PRUNED, with the step it reached (`stopped_at_step`)
+    and its last rung's values (`stopped_values`)."""
+    from optuna.trial import TrialState
+
+    return trial.state == TrialState.PRUNED and "stopped_values" in trial.user_attrs
+
+
 def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
     """Succeeded, and within every constraint of the spec."""
     return succeeded(trial) and all(c <= 0 for c in trial.constraints.values())
 
 
 def used_budget(trial: optuna.trial.FrozenTrial) -> bool:
-    """Finished and counted: it succeeded, or its config failed (the config was tried).
-    An interrupted trial, a surplus one and a lost worker's one (re-queued) are not."""
+    """Finished and counted: it succeeded, was stopped early, or its config failed (the config
+    was tried). An interrupted trial, a surplus one and a lost worker's one (re-queued) are not."""
     from optuna.trial import TrialState
 
-    if trial.state == TrialState.COMPLETE:
+    if trial.state == TrialState.COMPLETE or stopped(trial):
         return True
     return trial.state == TrialState.FAIL and trial.user_attrs.get("failure_kind") == "config"
 
 
+ABANDONED = "abandoned"  # asked, but its worker lost the storage before it started the trial
+
+
 def never_ran(trial: optuna.trial.FrozenTrial) -> bool:
-    """Asked but never started: beyond the budget (`surplus`, asks racing without a lock), or
-    a config already in flight or done (`duplicate`, asked again)."""
-    return trial.user_attrs.get("failure_kind") in ("surplus", "duplicate")
+    """Asked but never started: beyond the budget (`surplus`, asks racing without a lock), a
+    config already in flight or done (`duplicate`, asked again), or `abandoned`."""
+    return trial.user_attrs.get("failure_kind") in ("surplus", "duplicate", ABANDONED)
 
 
 def counts_toward_budget(trial: optuna.trial.FrozenTrial) -> bool:
@@ -43,3 +54,19 @@ def counts_toward_budget(trial: optuna.trial.FrozenTrial) -> bool:
     from optuna.trial import TrialState
 
     return used_budget(trial) or trial.state in (TrialState.RUNNING, TrialState.WAITING)
+
+
+def train_time_spent_s(trial: optuna.trial.FrozenTrial) -> float:
+    """The training time a trial took (what a user pays for it): a stopped trial's to the rung
+    it stopped at; none for a trial that did not train."""
+    if stopped(trial):
+        return float(trial.user_attrs["rung_train_time_s"])
+    return float(trial.user_attrs.get("metrics", {}).get("train_time_s", 0.0)) if succeeded(trial) else 0.0
+
+
+def train_time_saved_s(trial: optuna.trial.FrozenTrial) -> float:
+    """What stopping a trial early saved: the time its whole run would have taken (its
+    recorded train_time_s, extrapolated from the rung) less the time it took."""
+    if not stopped(trial):
+        return 0.0
+    return max(0.0, float(trial.user_attrs["metrics"]["train_time_s"]) - train_time_spent_s(trial))

@@ -9,6 +9,8 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
+from ._outcome import stopped
+
 if TYPE_CHECKING:
     import optuna
 
@@ -65,7 +67,11 @@ class WorkerProgress:
         failed = "failure_reason" in trial.user_attrs  # a failed config may be told as infeasible
         state = "FAIL" if failed else trial.state.name
         head = f"trial {trial.number:>3} {state:<8} {format_params(trial.params)}"
-        if not failed:
+        if stopped(trial):  # its metrics are the rung's, the time extrapolated
+            detail = format_metrics(trial.user_attrs["metrics"], self._metric_names)
+            at = trial.user_attrs["stopped_at_step"]
+            line = Text.assemble((head, "yellow"), f"  stopped at step {at}: {detail}  ({took:.0f} s)")
+        elif not failed:
             detail = format_metrics(trial.user_attrs.get("metrics", {}), self._metric_names)
             line = Text.assemble((head, "green"), f"  {detail}  ({took:.0f} s)")
         else:

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from typing import IO, Any, Literal
 
 from .objectives import TrialConfig
@@ -100,37 +101,65 @@ class Runner:
         *,
         stop: threading.Event,
         time_limit_s: float | None = None,
+        on_rung: Callable[[int, dict[str, float]], bool] | None = None,
     ) -> dict[str, Any]:
-        """The trial's {"metrics", "info"}; raises TrialFailed with the reason otherwise."""
+        """The trial's {"metrics", "info"}; raises TrialFailed with the reason otherwise.
+        At each of the config's rungs, `on_rung(step, metrics)` says whether it goes on."""
         process = self._ready(config)
         assert process.stdin is not None and process.stdout is not None and self._log is not None
         log_start = self._log.seek(0, os.SEEK_END)
         self._trials += 1
+        self._send(process, config.model_dump_json())
+        started, received = time.monotonic(), b""
+        while True:
+            line, newline, rest = received.partition(b"\n")
+            if not newline:
+                received += self._read(process, stop, started, time_limit_s, log_start)
+                continue
+            received = rest
+            message = json.loads(line)
+            if "rung" not in message:
+                break
+            go_on = on_rung is None or on_rung(message["rung"]["step"], message["rung"]["metrics"])
+            self._send(process, json.dumps({"continue": go_on}))
+        if "error" in message:
+            failure = failed(message, self._log_tail(log_start))
+            self.close()  # it exits after an error; a fresh one takes the next trial
+            raise failure
+        return message
+
+    def _send(self, process: subprocess.Popen[bytes], line: str) -> None:
+        assert process.stdin is not None
         try:
-            process.stdin.write(config.model_dump_json().encode() + b"\n")
+            process.stdin.write(line.encode() + b"\n")
             process.stdin.flush()
         except BrokenPipeError:
-            pass  # it died: the read below says how
-        started, line = time.monotonic(), b""
-        while not line.endswith(b"\n"):
+            pass  # it died: the next read says how
+
+    def _read(
+        self,
+        process: subprocess.Popen[bytes],
+        stop: threading.Event,
+        started: float,
+        limit: float | None,
+        log_start: int,
+    ) -> bytes:
+        """What the runner wrote next, waiting for it; TrialFailed where the worker stops,
+        the time limit passes or the runner dies."""
+        assert process.stdout is not None
+        while True:
             if stop.is_set():
                 self.close()
                 raise TrialFailed("interrupted: the worker was asked to stop", "interrupted")
-            if time_limit_s is not None and time.monotonic() - started > time_limit_s:
+            if limit is not None and time.monotonic() - started > limit:
                 self.close()
-                raise TrialFailed(f"timed out: over the trial time limit of {time_limit_s:g} s", "config")
+                raise TrialFailed(f"timed out: over the trial time limit of {limit:g} s", "config")
             if select.select([process.stdout], [], [], _POLL_S)[0]:
                 chunk = os.read(process.stdout.fileno(), 1 << 20)
                 if not chunk:  # it died without answering
                     returncode = process.wait()
                     raise TrialFailed(exit_reason(returncode), "config", self._log_tail(log_start))
-                line += chunk
-        answer = json.loads(line)
-        if "error" in answer:
-            failure = failed(answer, self._log_tail(log_start))
-            self.close()  # it exits after an error; a fresh one takes the next trial
-            raise failure
-        return answer
+                return chunk
 
     def close(self) -> None:
         """End the runner process: asked to (stdin closed), then terminated, then killed."""

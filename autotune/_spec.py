@@ -174,6 +174,13 @@ def _default_objectives() -> list[Objective]:
     return [Objective(metric="eval_loss"), Objective(metric="train_time_s")]
 
 
+class EarlyStopping(_Strict):
+    """Stop trials that are already beaten (autotune._early_stopping)."""
+
+    min_steps: int = Field(ge=1)  # the first rung
+    reduction_factor: int = Field(3, ge=2)  # at each rung, keep the best 1/reduction_factor
+
+
 class StudySpec(_Strict):
     model: ModelSpec | None = None  # required by trial kind qlora
     dataset: DatasetSpec | None = None  # required by trial kind qlora
@@ -185,6 +192,7 @@ class StudySpec(_Strict):
     training: TrainingSpec = TrainingSpec()
     trial: TrialSpec = QLoRATrial()
     worker: WorkerSpec = WorkerSpec()
+    early_stopping: EarlyStopping | None = None
     # Configs to try first, e.g. a known-good {lora_r: 8, lora_alpha: 32}.
     enqueue_trials: list[dict[str, Any]] = []
 
@@ -197,6 +205,15 @@ class StudySpec(_Strict):
             raise ValueError(f"objectives name a metric twice: {', '.join(metrics)}")
         for point in self.enqueue_trials:
             self.search_space.encode_point(point)
+        if self.early_stopping is not None:
+            max_steps = self.training.max_steps
+            if max_steps is None:
+                raise ValueError("early_stopping needs training.max_steps: its rungs are steps")
+            if self.early_stopping.min_steps >= max_steps:
+                raise ValueError(
+                    f"early_stopping.min_steps ({self.early_stopping.min_steps}) must be below "
+                    f"training.max_steps ({max_steps}), or there is no rung to stop at"
+                )
         if self.sampler.n_pilot_trials > self.budget.n_trials:
             raise ValueError(
                 f"sampler.n_pilot_trials ({self.sampler.n_pilot_trials}) exceeds budget.n_trials ({self.budget.n_trials})"

@@ -8,11 +8,12 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._baseline import LIKE_ATTR, PILOT_ATTR, copy_pilot_trials, pilot_points, require_comparable
+from ._early_stopping import rung_steps
 from ._errors import AutotuneError
 from ._outcome import is_feasible
 from ._spec import QLoRATrial, StudySpec, TabularTrial, parse_spec
 from .dashboards import collect
-from .objectives import check_model_reference, load_examples, load_table
+from .objectives import TrialInputError, check_model_reference, load_examples, load_table
 from .storage import mask_url, open_storage, resolve_storage_url
 
 if TYPE_CHECKING:
@@ -34,7 +35,15 @@ def check_inputs(spec: StudySpec) -> None:
         check_model_reference(spec.model)
         load_examples(spec.dataset)
     elif isinstance(spec.trial, TabularTrial):
-        load_table(spec.trial.table)
+        table = load_table(spec.trial.table)
+        if spec.early_stopping is not None and spec.training.max_steps is not None:
+            steps = [*rung_steps(spec.early_stopping, spec.training.max_steps), spec.training.max_steps]
+            if not set(steps) <= set(table.curve_steps) or spec.training.max_steps != max(table.curve_steps):
+                have = ", ".join(map(str, table.curve_steps)) or "none"
+                raise TrialInputError(
+                    f"early stopping at steps {', '.join(map(str, steps))} needs the table's learning curves there "
+                    f"(it has them at steps {have}); set training.max_steps and early_stopping to match"
+                )
 
 
 def create_study(
@@ -126,6 +135,9 @@ class StudySummary:
     directions: list[str]
     states: dict[str, int]
     pareto: list[TrialRow] = field(default_factory=list)
+    stopped_early: int = 0  # the PRUNED trials: early stopping ended them
+    train_time_s: float = 0.0  # the training time the trials took
+    train_time_saved_s: float = 0.0  # what stopping trials early saved
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -151,6 +163,7 @@ def pareto_trials(study: optuna.Study, spec: StudySpec) -> list[optuna.trial.Fro
 
 def summarize(study: optuna.Study, spec: StudySpec) -> StudySummary:
     trials = study.get_trials(deepcopy=False)
+    points = collect(study, spec.metric_names, spec.directions, spec.sampler.name)
     return StudySummary(
         name=study.study_name,
         sampler=spec.sampler.name,
@@ -158,7 +171,10 @@ def summarize(study: optuna.Study, spec: StudySpec) -> StudySummary:
         objectives=spec.metric_names,
         directions=spec.directions,
         states=dict(Counter(t.state.name for t in trials)),
-        pareto=[_row(t, spec) for t in pareto_trials(study, spec)],
+        pareto=[_row(t, spec) for t in trials if t.number in {p.number for p in points.pareto}],
+        stopped_early=points.stopped,
+        train_time_s=sum(points.train_time_s),
+        train_time_saved_s=points.train_time_saved_s,
     )
 
 

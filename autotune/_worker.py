@@ -6,6 +6,7 @@ slot runs and tells, and the main thread only waits, so that a signal is handled
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import queue
@@ -17,11 +18,22 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.console import Console
 
-from ._outcome import counts_toward_budget, never_ran, succeeded
+from ._early_stopping import (
+    RUNGS,
+    STOPPED_AT,
+    STOPPED_VALUES,
+    at_rung,
+    goes_on,
+    learns_from_stopped,
+    rung_steps,
+    values_at,
+)
+from ._outcome import ABANDONED, counts_toward_budget, never_ran, succeeded
 from ._progress import WorkerProgress
 from ._runner import Runner, TrialFailed
 from ._samplers import build_sampler
@@ -177,6 +189,8 @@ def _run_worker(
         return WorkerResult(0, 0, False, True)
     seed = _worker_seed(spec.sampler.seed)
     study.sampler = build_sampler(spec.sampler, budget, seed)
+    if spec.early_stopping is not None:
+        study.sampler = learns_from_stopped(study.sampler)
     slots = [Slot(gpu, Runner(gpu, spec.worker.trials_per_runner)) for gpu in gpus or [None]]
     progress = WorkerProgress(console, spec.metric_names)
     worker = _Worker(study, spec, url, cache_dir, seed, progress, AskLock(url, name), stop)
@@ -247,13 +261,15 @@ def _ask(worker: _Worker) -> tuple[optuna.Trial, Any] | None:
     study, spec = worker.study, worker.spec
 
     def ask_once() -> tuple[optuna.Trial, Any] | None:
-        _fail_stale_trials(study)
+        _fail_stale_trials(study, spec.worker.grace_period_s)
         if not work_left(study, spec.budget.n_trials):
             return None
         with warnings.catch_warnings():  # "Heartbeat ... supposed to be used with Study.optimize": we beat it
             warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
             trial = study.ask()
         _beat(trial)  # at once: a worker that dies now leaves a trial that will be seen as stale
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # taken up: not abandoned
+        trial.set_user_attr("sampler_seed", worker.seed)
         if budget_used(study, before=trial.number) >= spec.budget.n_trials:
             # Without a lock (a gRPC proxy) workers may ask at the same moment near the end.
             _tell_failed(worker, trial, TrialFailed("surplus: other workers used the budget first", "surplus"))
@@ -262,12 +278,13 @@ def _ask(worker: _Worker) -> tuple[optuna.Trial, Any] | None:
 
     worker.retry(worker.ask_lock.acquire)
     try:
-        for _ in range(MAX_DUPLICATE_ASKS):
+        for attempt in range(1, MAX_DUPLICATE_ASKS + 1):
             asked = worker.retry(ask_once)
             if asked is None or not spec.search_space.searched() or not _tried_already(study, asked[0]):
                 return asked
+            if attempt == MAX_DUPLICATE_ASKS:
+                return asked  # the search space seems exhausted: run the copy
             _tell_failed(worker, asked[0], TrialFailed("duplicate: this config is in flight or done", "duplicate"))
-        return asked  # the search space seems exhausted: run the copy
     finally:
         worker.ask_lock.release()
 
@@ -275,17 +292,38 @@ def _ask(worker: _Worker) -> tuple[optuna.Trial, Any] | None:
 def _tried_already(study: optuna.Study, trial: optuna.Trial) -> bool:
     from optuna.trial import TrialState
 
-    others = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
+    others = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED))
     return any(t.number != trial.number and t.params == trial.params for t in others)
 
 
-def _fail_stale_trials(study: optuna.Study) -> None:
-    """Fail the RUNNING trials of dead workers (missed heartbeats); their configs are queued again."""
+def _fail_stale_trials(study: optuna.Study, grace_period_s: float) -> None:
+    """Fail the RUNNING trials of dead workers (missed heartbeats), whose configs are queued
+    again, and abandoned asks."""
     import optuna
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+    _fail_abandoned_asks(study, grace_period_s)
+
+
+def _fail_abandoned_asks(study: optuna.Study, grace_period_s: float) -> None:
+    """Fail, as never run, a RUNNING trial that no worker took up within the grace period (the
+    asking worker records `worker` right after the first heartbeat): its worker lost the
+    storage between creating it in `study.ask()` and that heartbeat. Optuna never finds a trial with no heartbeat stale,
+    and the budget would count it for ever, leaving every worker waiting on it."""
+    from optuna.trial import TrialState
+
+    now = datetime.now()  # Optuna stores datetime_start in local time
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        started = trial.datetime_start
+        if "worker" in trial.user_attrs or started is None or (now - started).total_seconds() < grace_period_s:
+            continue
+        study._storage.set_trial_user_attr(trial._trial_id, "failure_kind", ABANDONED)
+        study._storage.set_trial_user_attr(
+            trial._trial_id, "failure_reason", "abandoned: asked, but its worker lost the storage before starting it"
+        )
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
 
 
 def _wait_for_work(worker: _Worker) -> bool:
@@ -296,7 +334,7 @@ def _wait_for_work(worker: _Worker) -> bool:
 
     study, spec = worker.study, worker.spec
     while not worker.stop.is_set():
-        worker.retry(lambda: _fail_stale_trials(study))
+        worker.retry(lambda: _fail_stale_trials(study, spec.worker.grace_period_s))
         if worker.retry(lambda: work_left(study, spec.budget.n_trials)):
             return True
         if not worker.retry(lambda: study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))):
@@ -317,7 +355,10 @@ def _run_on_slot(
             if exc.kind == "input":
                 raise TrialInputError(exc.reason) from None
         else:
-            _tell_complete(worker, trial, result)
+            if STOPPED_AT in result["info"]:
+                _tell_stopped(worker, trial, result)
+            else:
+                _tell_complete(worker, trial, result)
     except BaseException as exc:
         worker.errors.append(exc)
         worker.stop.set()
@@ -327,20 +368,40 @@ def _run_on_slot(
 
 def _run(worker: _Worker, slot: Slot, trial: optuna.Trial, hyperparameters: Any) -> dict[str, Any]:
     spec = worker.spec
-    worker.retry(lambda: trial.set_user_attr("sampler_seed", worker.seed))
-    worker.retry(lambda: trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}"))
     worker.progress.started(trial.number, trial.params, slot.gpu)
+    on_rung = functools.partial(_at_rung, worker, trial, [])
     if not isinstance(spec.trial, QLoRATrial):
-        return _run_fast(worker, trial, hyperparameters.model_dump())
+        return _run_fast(worker, trial, hyperparameters.model_dump(), on_rung)
     config = TrialConfig(
         model=spec.model,
         dataset=spec.dataset,
         training=spec.training,
         hyperparameters=hyperparameters,
         cache_dir=worker.cache_dir,
+        rungs=_rungs(spec),
     )
     worker.retry(lambda: trial.set_user_attr("config", config.model_dump(mode="json")))
-    return slot.runner.run(config, stop=worker.stop, time_limit_s=spec.trial.timeout_s)
+    return slot.runner.run(config, stop=worker.stop, time_limit_s=spec.trial.timeout_s, on_rung=on_rung)
+
+
+def _rungs(spec: StudySpec) -> list[int]:
+    if spec.early_stopping is None or spec.training.max_steps is None:
+        return []
+    return rung_steps(spec.early_stopping, spec.training.max_steps)
+
+
+def _at_rung(worker: _Worker, trial: optuna.Trial, reached: list[dict[str, Any]], step: int, measured: dict) -> bool:
+    """Record the trial's values at rung `step` (its `reached` so far) in the study, and
+    whether it goes on against the values other trials recorded there."""
+    spec = worker.spec
+    assert spec.early_stopping is not None and spec.training.max_steps is not None
+    metrics = at_rung(measured, step, spec.training.max_steps)
+    values = [float(metrics[m]) for m in spec.metric_names]
+    reached.append({"step": step, "values": values})
+    worker.retry(lambda: trial.set_user_attr(RUNGS, reached))
+    trials = worker.retry(lambda: worker.study.get_trials(deepcopy=False))
+    others = values_at(trials, step, but=trial.number)
+    return goes_on(values, others, spec.directions, spec.early_stopping.reduction_factor)
 
 
 def _heartbeat_interval(trial: optuna.Trial) -> int | None:
@@ -384,23 +445,53 @@ def _heartbeat(worker: _Worker, trial: optuna.Trial) -> Iterator[None]:
         thread.join()
 
 
-def _run_fast(worker: _Worker, trial: optuna.Trial, hyperparameters: dict[str, Any]) -> dict[str, Any]:
-    """A test function or a table lookup of the hyperparameters, in the worker; `trial.delay_s` long."""
+def _run_fast(
+    worker: _Worker, trial: optuna.Trial, hyperparameters: dict[str, Any], on_rung: Callable[[int, dict], bool]
+) -> dict[str, Any]:
+    """A test function or a table lookup of the hyperparameters, in the worker; `trial.delay_s`
+    long for the whole run, stopping at the rungs as a training run would."""
     spec = worker.spec
     limit = spec.trial.timeout_s
-    if worker.stop.wait(spec.trial.delay_s if limit is None else min(limit, spec.trial.delay_s)):
-        raise TrialFailed("interrupted: the worker was asked to stop", "interrupted")
-    if limit is not None and spec.trial.delay_s > limit:
-        raise TrialFailed(f"timed out: over the trial time limit of {limit:g} s", "config")
+    max_steps = spec.training.max_steps or 1
+    done = 0
+    for step in [*_rungs(spec), max_steps]:
+        wait = spec.trial.delay_s * (step - done) / max_steps
+        if limit is not None:
+            wait = max(0.0, min(wait, limit - spec.trial.delay_s * done / max_steps))
+        if worker.stop.wait(wait):
+            raise TrialFailed("interrupted: the worker was asked to stop", "interrupted")
+        if limit is not None and spec.trial.delay_s * step / max_steps > limit:
+            raise TrialFailed(f"timed out: over the trial time limit of {limit:g} s", "config")
+        done = step
+        result = _fast_result(spec, trial, hyperparameters, step, max_steps)
+        if step < max_steps and not on_rung(step, result["metrics"]):
+            return {**result, "info": {**result["info"], STOPPED_AT: step}}
+    return result
+
+
+def _fast_result(
+    spec: StudySpec, trial: optuna.Trial, hyperparameters: dict[str, Any], step: int, max_steps: int
+) -> dict[str, Any]:
+    """The metrics after `step` of `max_steps`: a test function at that fidelity, or the table's
+    learning curve at that step (the table records held-out loss and time along the curve;
+    the other metrics are the whole run's)."""
     if not isinstance(spec.trial, TabularTrial):
-        metrics = synthetic_metrics(spec.trial.kind, spec.search_space.unit_point(trial.params))
+        metrics = synthetic_metrics(spec.trial.kind, spec.search_space.unit_point(trial.params), step / max_steps)
         return {"metrics": metrics, "info": {}}
     table = load_table(spec.trial.table)
     point = table.nearest(hyperparameters)
     row = table.rows[point]
     if "error" in row:
         raise TrialFailed(f"failed when the table was made: {row['error']}", "config")
-    return {"metrics": {m: row[m] for m in METRICS}, "info": {"grid_point": dict(zip(table.grid, point, strict=True))}}
+    metrics = {m: row[m] for m in METRICS}
+    if step < max_steps:
+        curve = next(p for p in row["learning_curve"] if p["step"] == step)
+        metrics |= {
+            "eval_loss": curve["eval_loss"],
+            "perplexity": math.exp(curve["eval_loss"]),
+            "train_time_s": curve["train_time_s"],
+        }
+    return {"metrics": metrics, "info": {"grid_point": dict(zip(table.grid, point, strict=True))}}
 
 
 def _penalty(study: optuna.Study, spec: StudySpec) -> list[float] | None:
@@ -424,6 +515,8 @@ def _finished_elsewhere(worker: _Worker, trial: optuna.Trial, exc: Exception) ->
 
 
 def _tell_complete(worker: _Worker, trial: optuna.Trial, result: dict[str, Any]) -> None:
+    import optuna
+
     spec, metrics = worker.spec, result["metrics"]
     values = [float(metrics[m]) for m in spec.metric_names]
     bad = [m for m, v in zip(spec.metric_names, values, strict=True) if not math.isfinite(v)]
@@ -439,12 +532,40 @@ def _tell_complete(worker: _Worker, trial: optuna.Trial, result: dict[str, Any])
         for constraint in spec.constraints:
             trial.set_constraint(str(constraint), constraint.violation(metrics))
 
-    _record_and_tell(worker, trial, record, values)
+    _record_and_tell(worker, trial, record, values, optuna.trial.TrialState.COMPLETE)
+
+
+def _tell_stopped(worker: _Worker, trial: optuna.Trial, result: dict[str, Any]) -> None:
+    """A trial stopped early: PRUNED, with its rung's metrics (the time extrapolated to the
+    whole run) and the values the sampler is shown (autotune._early_stopping)."""
+    import optuna
+
+    spec, info = worker.spec, result["info"]
+    assert spec.training.max_steps is not None
+    metrics = at_rung(result["metrics"], info[STOPPED_AT], spec.training.max_steps)
+    values = [float(metrics[m]) for m in spec.metric_names]
+    if not all(math.isfinite(v) for v in values):
+        _tell_failed(worker, trial, TrialFailed("the held-out loss is not finite: training diverged", "config"))
+        return
+
+    def record() -> None:
+        trial.set_user_attr("metrics", metrics)
+        for key, value in info.items():
+            trial.set_user_attr(key, value)
+        trial.set_user_attr(STOPPED_VALUES, values)
+        trial.set_user_attr("rung_train_time_s", result["metrics"]["train_time_s"])
+        trial.set_constraint(CONFIG_FAILED, 0.0)
+        for constraint in spec.constraints:
+            trial.set_constraint(str(constraint), constraint.violation(metrics))
+
+    _record_and_tell(worker, trial, record, None, optuna.trial.TrialState.PRUNED)
 
 
 def _tell_failed(worker: _Worker, trial: optuna.Trial, failure: TrialFailed) -> None:
     """Record why; a failed config is told as an infeasible trial with the worst values seen,
     so that the sampler learns to avoid the region (Optuna's samplers ignore a FAIL)."""
+    import optuna
+
     penalty = worker.retry(lambda: _penalty(worker.study, worker.spec)) if failure.kind == "config" else None
 
     def record() -> None:
@@ -457,17 +578,19 @@ def _tell_failed(worker: _Worker, trial: optuna.Trial, failure: TrialFailed) -> 
             for constraint in worker.spec.constraints:  # every trial carries the same constraints
                 trial.set_constraint(str(constraint), 1.0)
 
-    _record_and_tell(worker, trial, record, penalty)
+    state = optuna.trial.TrialState.COMPLETE if penalty is not None else optuna.trial.TrialState.FAIL
+    _record_and_tell(worker, trial, record, penalty, state)
 
 
 def _record_and_tell(
-    worker: _Worker, trial: optuna.Trial, record: Callable[[], None], values: list[float] | None
+    worker: _Worker,
+    trial: optuna.Trial,
+    record: Callable[[], None],
+    values: list[float] | None,
+    state: optuna.trial.TrialState,
 ) -> None:
     """Write the trial's attributes and tell the study, each retried until it lands: a
     finished trial is never thrown away."""
-    import optuna
-
-    state = optuna.trial.TrialState.COMPLETE if values is not None else optuna.trial.TrialState.FAIL
     try:
         worker.retry(record, forever=True)
         frozen = worker.retry(

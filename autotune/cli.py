@@ -61,6 +61,12 @@ def cmd_study_list(args: argparse.Namespace) -> None:
 def _print_summary(summary: StudySummary) -> None:
     console = Console()
     console.print(f"study {summary.name!r} ({summary.sampler}, budget {summary.budget}): {_states(summary)}")
+    if summary.stopped_early:
+        saved = summary.train_time_saved_s / (summary.train_time_s + summary.train_time_saved_s)
+        console.print(
+            f"early stopping: {summary.stopped_early} trials stopped (pruned), "
+            f"saving {summary.train_time_saved_s:.4g} s, {saved:.0%} of the training time"
+        )
     table = Table("trial", "params", *summary.objectives, title="Pareto set")
     for row in summary.pareto:
         table.add_row(

@@ -19,6 +19,7 @@ def push_figures(study: optuna.Study, info: ReportInfo) -> list[str]:
 
     figures = {f"autotune-front-{i}": f for i, f in enumerate(pareto_figures(info))}
     figures["autotune-hypervolume"] = hypervolume_figure(info)
+    figures["autotune-hypervolume-time"] = hypervolume_figure(info, against="train_time")
     return [save_plotly_graph_object(study, f, graph_object_id=key) for key, f in figures.items()]
 
 

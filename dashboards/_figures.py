@@ -6,6 +6,8 @@ from __future__ import annotations
 from itertools import combinations
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ._info import ReportInfo, StudyPoints, TrialPoint
 
 if TYPE_CHECKING:
@@ -67,15 +69,18 @@ def pareto_figures(info: ReportInfo) -> list[go.Figure]:
     return [pareto_figure(info, x, y) for x, y in combinations(info.metric_names, 2)]
 
 
-def hypervolume_figure(info: ReportInfo) -> go.Figure:
+def hypervolume_figure(info: ReportInfo, against: str = "trials") -> go.Figure:
+    """The hypervolume after each trial, against the trial count or (`against="train_time"`)
+    the training time spent so far: what a user pays, less where trials were stopped early."""
     import plotly.graph_objects as go
 
     figure = go.Figure()
     for colour, study in zip(COLOURS, _studies(info), strict=False):
         history = info.hypervolume[study.name]
+        x = list(range(1, len(history) + 1)) if against == "trials" else list(np.cumsum(study.train_time_s) / 3600)
         figure.add_trace(
             go.Scatter(
-                x=list(range(1, len(history) + 1)),
+                x=x,
                 y=history,
                 mode="lines+markers",
                 name=f"{study.name} ({study.sampler})",
@@ -84,7 +89,7 @@ def hypervolume_figure(info: ReportInfo) -> go.Figure:
         )
     figure.update_layout(
         title=f"Hypervolume (objectives normalised to [0, 1], reference point {info.reference_point:g})",
-        xaxis_title="trials",
+        xaxis_title="trials" if against == "trials" else "training time spent (hours)",
         yaxis_title="hypervolume",
         template="plotly_white",
     )

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._outcome import is_feasible, never_ran, succeeded, used_budget
+from .._outcome import is_feasible, never_ran, stopped, succeeded, train_time_saved_s, train_time_spent_s, used_budget
 
 if TYPE_CHECKING:
     import optuna
@@ -32,6 +32,9 @@ class StudyPoints:
     pareto: list[TrialPoint]  # feasible, non-dominated
     budget_trials: list[int]  # the numbers of the finished trials that used the budget, in order
     failures: dict[str, int]  # failure reason -> count
+    train_time_s: list[float]  # the training time each budget trial took
+    stopped: int = 0  # trials stopped early
+    train_time_saved_s: float = 0.0  # by stopping them
 
 
 @dataclass
@@ -77,11 +80,21 @@ def collect(study: optuna.Study, metric_names: list[str], directions: list[str],
     failures = Counter(
         t.user_attrs.get("failure_reason", "no reason recorded: a lost worker's trial, failed by the heartbeat")
         for t in all_trials
-        if t.state.is_finished() and not succeeded(t) and not never_ran(t)
+        if t.state.is_finished() and not succeeded(t) and not never_ran(t) and not stopped(t)
     )
     front = pareto_front(points, metric_names, directions)
-    budget_trials = [t.number for t in all_trials if used_budget(t)]
-    return StudyPoints(study.study_name, sampler, points, front, budget_trials, dict(failures))
+    budget = [t for t in all_trials if used_budget(t)]
+    return StudyPoints(
+        study.study_name,
+        sampler,
+        points,
+        front,
+        [t.number for t in budget],
+        dict(failures),
+        [train_time_spent_s(t) for t in budget],
+        sum(1 for t in budget if stopped(t)),
+        sum(train_time_saved_s(t) for t in budget),
+    )
 
 
 def succeeded_study(study: optuna.Study) -> optuna.Study:

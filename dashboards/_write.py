@@ -23,6 +23,15 @@ def _fmt(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _outcomes(study: StudyPoints) -> str:
+    line = f"{len(study.trials)} succeeded of {len(study.budget_trials)} trials"
+    if study.stopped:
+        spent = sum(study.train_time_s)
+        saved = study.train_time_saved_s / (spent + study.train_time_saved_s)
+        line += f", {study.stopped} stopped early (saving {saved:.0%} of the training time)"
+    return line
+
+
 def _markdown(info: ReportInfo) -> str:
     lines = [f"# autotune report: {info.study.name}", ""]
     for study in [info.study] + ([info.baseline] if info.baseline else []):
@@ -30,7 +39,7 @@ def _markdown(info: ReportInfo) -> str:
         lines += [
             f"## {study.name} ({study.sampler})",
             "",
-            f"{len(study.trials)} succeeded of {len(study.budget_trials)} trials; final hypervolume {hv:.4f}.",
+            f"{_outcomes(study)}; final hypervolume {hv:.4f}.",
             "",
         ]
         if study.failures:
@@ -75,7 +84,7 @@ def _table(study: StudyPoints, metric_names: list[str]) -> str:
     failures = "".join(f"<li>{n} × {html.escape(r)}</li>" for r, n in study.failures.items())
     return (
         f"<h2>{html.escape(study.name)} ({html.escape(study.sampler)}): Pareto trials</h2>"
-        f"<p>{len(study.trials)} succeeded of {len(study.budget_trials)} trials.</p>"
+        f"<p>{html.escape(_outcomes(study))}.</p>"
         f"<table><tr>{head}</tr>{''.join(rows)}</table>"
         + (f"<p>Failed trials:</p><ul>{failures}</ul>" if failures else "")
     )
@@ -83,7 +92,7 @@ def _table(study: StudyPoints, metric_names: list[str]) -> str:
 
 def report_figures(info: ReportInfo) -> list[go.Figure]:
     """The report's figures, the main one (the first Pareto plot) first."""
-    figures = pareto_figures(info) + [hypervolume_figure(info)]
+    figures = pareto_figures(info) + [hypervolume_figure(info), hypervolume_figure(info, against="train_time")]
     if any(info.importances.values()):
         figures.append(importance_figure(info))
     return figures

@@ -89,3 +89,6 @@ class TrialConfig(_Strict):
     training: TrainingSpec
     hyperparameters: Hyperparameters
     cache_dir: str  # where converted (GGUF) models are kept: objectives.resolve_cache_dir()
+    # Steps (before the last) after which the held-out loss is measured: the learning curve,
+    # and the rungs at which early stopping may end the trial.
+    rungs: list[int] = []

@@ -3,8 +3,9 @@ the training stack and keeps the loaded base (model, tokenizer, tokenized data) 
 trial to the next; each trial attaches a fresh LoRA adapter and takes it off again.
 
 It reads trial configs on stdin, one JSON line each, and answers each with one JSON line on
-stdout: {"metrics": ..., "info": ...}, or {"error": {"kind", "type", "message"}}. Library
-output goes to stderr. After an error it answers and exits, so that nothing a failed trial
+stdout: {"metrics": ..., "info": ...}, or {"error": {"kind", "type", "message"}}. At each of
+the config's rungs it first writes {"rung": {"step", "metrics"}} and reads the worker's
+decision, {"continue": true|false}, on stdin. Library output goes to stderr. After an error it answers and exits, so that nothing a failed trial
 left behind (an adapter, fragmented GPU memory after an OOM) reaches the next one.
 
     python -m autotune.objectives --serve
@@ -19,7 +20,7 @@ from typing import IO, Any
 
 from ._config import TrialConfig
 from ._errors import TrialInputError
-from ._train import Base, base_key, load_base, train_adapter
+from ._train import Base, OnRung, base_key, load_base, train_adapter
 
 
 def error_answer(kind: str, exc: BaseException) -> dict[str, Any]:
@@ -33,7 +34,7 @@ def _is_oom(exc: BaseException) -> bool:
     return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
 
 
-def answer(config: TrialConfig, base: Base | None) -> tuple[dict[str, Any], Base | None]:
+def answer(config: TrialConfig, base: Base | None, on_rung: OnRung | None = None) -> tuple[dict[str, Any], Base | None]:
     """Run one trial on `base` (loaded again where the config needs another); the answer,
     and the base to keep, None after an error."""
     try:
@@ -44,7 +45,7 @@ def answer(config: TrialConfig, base: Base | None) -> tuple[dict[str, Any], Base
             started = time.perf_counter()
             base = load_base(config)
             loaded_in = time.perf_counter() - started
-        result = train_adapter(base, config)
+        result = train_adapter(base, config, on_rung)
         if loaded_in is not None:
             result["info"]["timings"]["load_base_s"] = loaded_in
         return result, base
@@ -55,10 +56,17 @@ def answer(config: TrialConfig, base: Base | None) -> tuple[dict[str, Any], Base
 
 
 def serve(requests: IO[str], answers: IO[str]) -> None:
-    base: Base | None = None
-    for line in requests:
-        result, base = answer(TrialConfig.model_validate_json(line), base)
-        answers.write(json.dumps(result) + "\n")
+    def write(message: dict[str, Any]) -> None:
+        answers.write(json.dumps(message) + "\n")
         answers.flush()
+
+    def ask_worker(step: int, metrics: dict[str, float]) -> bool:
+        write({"rung": {"step": step, "metrics": metrics}})
+        return bool(json.loads(requests.readline())["continue"])
+
+    base: Base | None = None
+    while line := requests.readline():
+        result, base = answer(TrialConfig.model_validate_json(line), base, ask_worker)
+        write(result)
         if base is None:
             return

@@ -24,6 +24,7 @@ from ._errors import TrialInputError
 class Table:
     grid: dict[str, list[float]]  # axis name -> its values
     rows: dict[tuple[float, ...], dict[str, Any]]  # grid point -> metrics, or {"error": ...}
+    curve_steps: list[int]  # where each row's learning_curve has a point; the last: the whole run
 
     def nearest(self, params: Mapping[str, Any]) -> tuple[float, ...]:
         return tuple(_nearest_on_log_scale(values, params[name]) for name, values in self.grid.items())
@@ -52,4 +53,4 @@ def load_table(path: str) -> Table:
     missing = math.prod(len(values) for values in grid.values()) - len(rows)
     if missing:
         raise TrialInputError(f"{path!r} misses {missing} grid points; finish it with benchmarks/tabular_grid.py")
-    return Table(grid, rows)
+    return Table(grid, rows, [int(s) for s in data.get("curve_steps", [])])

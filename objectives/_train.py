@@ -12,12 +12,13 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._config import TrialConfig
+from ._config import METRICS, TrialConfig
 from ._data import Splits, limit_lengths, load_examples, split_examples
 from ._model import load_model, native_compute_dtype
 from ._translate import bnb_kwargs, lora_kwargs, sft_kwargs
@@ -88,6 +89,51 @@ def _trainer(
     return trainer
 
 
+OnRung = Callable[[int, dict[str, float]], bool]  # (step, metrics so far) -> go on?
+
+
+def _rungs(steps: Sequence[int], on_gpu: bool, on_rung: OnRung | None) -> Any:
+    """A trainer callback that evaluates the held-out loss after each of `steps`, records it
+    with the metrics so far (training time taken to reach the step, evaluation left out),
+    and ends training where `on_rung` says so."""
+    import torch
+    from transformers import TrainerCallback
+
+    class Rungs(TrainerCallback):
+        def __init__(self) -> None:
+            self.curve: list[dict[str, float]] = []
+            self.eval_s = 0.0  # evaluation time spent inside trainer.train()
+            self.step_ended: float | None = None  # set when this callback asked for an evaluation
+            self.stopped_at: dict[str, float] | None = None  # the metrics of the rung that ended training
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step in steps and state.global_step < state.max_steps:  # the last: after train()
+                if on_gpu:
+                    torch.cuda.synchronize()
+                self.step_ended = time.perf_counter()
+                control.should_evaluate = True
+
+        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
+            if self.step_ended is None:  # the evaluation after training: not ours
+                return
+            train_time_s = self.step_ended - self.started - self.eval_s
+            losses = [log["loss"] for log in state.log_history if "loss" in log]
+            measured = _metrics(metrics["eval_loss"], sum(losses) / max(1, len(losses)), train_time_s, on_gpu, state)
+            self.curve.append(
+                {"step": state.global_step, "eval_loss": metrics["eval_loss"], "train_time_s": train_time_s}
+            )
+            if on_rung is not None and not on_rung(state.global_step, measured):
+                self.stopped_at = {"step": state.global_step, **measured}
+                control.should_training_stop = True
+            self.eval_s += time.perf_counter() - self.step_ended
+            self.step_ended = None
+
+    return Rungs()
+
+
 def _take_off_adapter(trainer: Any) -> PreTrainedModel:
     """The base model as it was before the trainer wrapped it: LoRA layers removed, the
     input-gradient hook and gradient checkpointing that training turned on turned off."""
@@ -141,10 +187,28 @@ def _peak_host_mem_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def train_adapter(base: Base, config: TrialConfig) -> dict[str, Any]:
+def _metrics(eval_loss: float, train_loss: float, train_time_s: float, on_gpu: bool, state: Any) -> dict[str, float]:
+    """The metrics named in objectives.METRICS, as measured so far."""
+    import torch
+
+    n_tokens = max((log.get("num_tokens", 0.0) for log in state.log_history), default=0.0)
+    return {
+        "eval_loss": eval_loss,
+        "perplexity": math.exp(min(eval_loss, 700.0)),
+        "train_loss": train_loss,
+        "train_time_s": train_time_s,
+        "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else _peak_host_mem_gb(),
+        "tokens_per_s": n_tokens / train_time_s,
+    }
+
+
+def train_adapter(base: Base, config: TrialConfig, on_rung: OnRung | None = None) -> dict[str, Any]:
     """Train and evaluate one configuration on a loaded base, and leave the base as it was.
     Returns {"metrics": {...}, "info": {...}}: the metrics named in objectives.METRICS, and
-    what is needed to repeat the run."""
+    what is needed to repeat the run. With `config.rungs`, the held-out loss is also
+    measured after each of those steps (info["learning_curve"], ending with the final
+    evaluation), and `on_rung` may end training there: then the metrics are the rung's and
+    info["stopped_at_step"] says which."""
     import torch
     from transformers import set_seed
 
@@ -157,6 +221,8 @@ def train_adapter(base: Base, config: TrialConfig) -> dict[str, Any]:
     setup_started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="autotune-trial-") as output_dir:
         trainer = _trainer(config, base.model, base.tokenizer, base.data.train, base.data.eval, output_dir)
+        rungs = _rungs(config.rungs, base.on_gpu, on_rung)
+        trainer.add_callback(rungs)
         setup_s = time.perf_counter() - setup_started
         if base.on_gpu:
             torch.cuda.empty_cache()
@@ -169,10 +235,19 @@ def train_adapter(base: Base, config: TrialConfig) -> dict[str, Any]:
         train_output = trainer.train()
         if base.on_gpu:
             torch.cuda.synchronize()
-        train_time_s = time.perf_counter() - start
-        eval_loss = trainer.evaluate()["eval_loss"]
-        peak_mem_gb = torch.cuda.max_memory_allocated() / 2**30 if base.on_gpu else _peak_host_mem_gb()
-        eval_s = time.perf_counter() - start - train_time_s
+        train_ended = time.perf_counter()
+        train_time_s = train_ended - start - rungs.eval_s
+        if rungs.stopped_at is None:
+            eval_loss = trainer.evaluate()["eval_loss"]
+            metrics = _metrics(eval_loss, train_output.training_loss, train_time_s, base.on_gpu, trainer.state)
+            curve = [
+                *rungs.curve,
+                {"step": trainer.state.global_step, "eval_loss": eval_loss, "train_time_s": train_time_s},
+            ]
+        else:
+            metrics = {m: rungs.stopped_at[m] for m in METRICS}
+            curve = rungs.curve
+        eval_s = time.perf_counter() - train_ended + rungs.eval_s
         n_tokens = max((log.get("num_tokens", 0.0) for log in trainer.state.log_history), default=0.0)
         base.model = _take_off_adapter(trainer)
     del trainer
@@ -180,14 +255,6 @@ def train_adapter(base: Base, config: TrialConfig) -> dict[str, Any]:
     if base.on_gpu:
         torch.cuda.empty_cache()
     teardown_s = time.perf_counter() - start - train_time_s - eval_s
-    metrics = {
-        "eval_loss": eval_loss,
-        "perplexity": math.exp(min(eval_loss, 700.0)),
-        "train_loss": train_output.training_loss,
-        "train_time_s": train_time_s,
-        "peak_mem_gb": peak_mem_gb,
-        "tokens_per_s": n_tokens / train_time_s,
-    }
     info = {
         "seed": config.training.seed,
         "compute_dtype": base.compute_dtype,
@@ -203,6 +270,10 @@ def train_adapter(base: Base, config: TrialConfig) -> dict[str, Any]:
         # Where the trial's time went beyond training (load_base_s: where it loaded the base).
         "timings": {"setup_s": setup_s, "train_s": train_time_s, "eval_s": eval_s, "teardown_s": teardown_s},
     }
+    if config.rungs:
+        info["learning_curve"] = curve
+    if rungs.stopped_at is not None:
+        info["stopped_at_step"] = int(rungs.stopped_at["step"])
     return {"metrics": metrics, "info": info}
 
 

@@ -122,7 +122,7 @@ TABLE_FAILED_POINT = (16, 32, 1e-3)
 
 def write_table(path: Path) -> Path:
     """A 2x2x2 tabular benchmark, as benchmarks/tabular_grid.py writes one; every point's
-    metrics differ, and one point failed."""
+    metrics differ, one point failed, and each learning curve has a point at step 1 of 3."""
     rows = []
     for i, (r, alpha, lr) in enumerate(itertools.product(*TABLE_GRID.values())):
         row: dict[str, Any] = {"lora_r": r, "lora_alpha": alpha, "learning_rate": lr}
@@ -137,9 +137,14 @@ def write_table(path: Path) -> Path:
                 "train_time_s": 10.0 + i,
                 "peak_mem_gb": 1.0 + 0.01 * r,
                 "tokens_per_s": 100.0 - i,
+                "eval_loss_before": 3.5,
+                "learning_curve": [
+                    {"step": 1, "eval_loss": loss + 0.02 * i, "train_time_s": (10.0 + i) / 3},
+                    {"step": 3, "eval_loss": loss, "train_time_s": 10.0 + i},
+                ],
             }
         rows.append(row)
-    path.write_text(json.dumps({"grid": TABLE_GRID, "rows": rows}))
+    path.write_text(json.dumps({"grid": TABLE_GRID, "curve_steps": [1, 3], "rows": rows}))
     return path
 
 

@@ -55,6 +55,9 @@ BAD_SPECS = [
     ("trial", {"kind": "tabular"}, "missing required key 'trial.table'"),
     ("trial", {"kind": "tabular", "table": "no/such.json"}, "no table at 'no/such.json'; make one with benchmarks"),
     ("trial.kind", "tabular:no/such.json", "no table at 'no/such.json'; make one with benchmarks/tabular_grid.py"),
+    ("early_stopping", {"min_steps": 2}, "early_stopping.min_steps (2) must be below training.max_steps (2)"),
+    ("early_stopping", {"min_steps": 1, "reduction_factor": 1}, "early_stopping.reduction_factor"),
+    ("early_stopping", {"reduction_factor": 3}, "missing required key 'early_stopping.min_steps'"),
 ]
 
 
@@ -180,4 +183,31 @@ def test_malformed_json_dataset_is_one_line(tmp_path, capfd, tiny_model, sqlite_
     (line,) = err.strip().splitlines()  # the parser's own log line is not printed too
     assert line.startswith(f"autotune: error: cannot read dataset file {data}: ") and not out
     assert "An error occurred while generating the dataset" not in line, "the parser's reason, not the wrapper's"
+    _nothing_written(sqlite_url)
+
+
+def test_early_stopping_needs_a_step_budget(tmp_path, capsys, tiny_model, dataset_file, sqlite_url):
+    spec = small_spec(tiny_model, dataset_file, early_stopping={"min_steps": 1})
+    spec["training"]["max_steps"] = None
+    line = _run(
+        capsys,
+        ["study", "create", "s", "--config", str(write_spec(tmp_path / "s.yaml", spec)), "--storage", sqlite_url],
+    )
+    assert "early_stopping needs training.max_steps: its rungs are steps" in line
+    _nothing_written(sqlite_url)
+
+
+def test_early_stopping_on_a_table_needs_its_learning_curves(tmp_path, capsys, sqlite_url):
+    write_table(tmp_path / "table.json")  # curves at steps 1 and 3
+    spec = {
+        "trial": {"kind": "tabular", "table": "table.json"},
+        "budget": {"n_trials": 4},
+        "training": {"max_steps": 4},
+        "early_stopping": {"min_steps": 2},
+    }
+    line = _run(
+        capsys,
+        ["study", "create", "s", "--config", str(write_spec(tmp_path / "s.yaml", spec)), "--storage", sqlite_url],
+    )
+    assert "early stopping at steps 2, 4 needs the table's learning curves there (it has them at steps 1, 3)" in line
     _nothing_written(sqlite_url)

@@ -68,13 +68,25 @@ def test_scripts_document_themselves(script):
 
 def test_tabular_grid_tiny(tmp_path, tiny_model, dataset_file):
     out = tmp_path / "grid.json"
-    args = ["--out", str(out), "--model", str(tiny_model), "--dataset", str(dataset_file), "--max-steps", "2"]
-    grid = ["--lora-r", "4", "--lora-alpha", "4,16", "--learning-rate", "1e-3", "--processes", "1"]
-    _run(str(BENCHMARKS / "tabular_grid.py"), *args, *grid)
+    args = ["--out", str(out), "--model", str(tiny_model), "--dataset", str(dataset_file), "--max-steps", "3"]
+    grid = ["--lora-r", "4", "--lora-alpha", "4,16", "--learning-rate", "1e-3", "--batch-size", "2", "--processes", "1"]
+    noise = ["--curve-steps", "1", "--noise-config", "4,4,1e-3,2", "--noise-seeds", "2"]
+    _run(str(BENCHMARKS / "tabular_grid.py"), *args, *grid, *noise)
     table = load_table(str(out))
-    assert table.grid == {"lora_r": [4], "lora_alpha": [4, 16], "learning_rate": [1e-3]}
-    assert all(row["eval_loss"] > 0 and row["train_time_s"] > 0 for row in table.rows.values())
+    assert table.grid == {
+        "lora_r": [4],
+        "lora_alpha": [4, 16],
+        "learning_rate": [1e-3],
+        "per_device_train_batch_size": [2],
+    }
+    assert table.curve_steps == [1, 3]
+    for row in table.rows.values():
+        assert row["eval_loss"] > 0 and row["train_time_s"] > 0
+        first, last = row["learning_curve"]
+        assert first["step"] == 1 and 0 < first["train_time_s"] < last["train_time_s"]
+        assert last == {"step": 3, "eval_loss": row["eval_loss"], "train_time_s": row["train_time_s"]}
     made = json.loads(out.read_text())
-    assert made["config"]["training"]["max_steps"] == 2 and "torch" in made["versions"]
+    assert made["config"]["training"]["max_steps"] == 3 and "torch" in made["versions"]
+    assert [r["seed"] for r in made["seed_noise"]] == [1, 2]
     # A rerun resumes from the rows already measured.
-    assert "2 configs done, 0 to go" in _run(str(BENCHMARKS / "tabular_grid.py"), *args, *grid).stdout
+    assert "4 runs done, 0 to go" in _run(str(BENCHMARKS / "tabular_grid.py"), *args, *grid, *noise).stdout

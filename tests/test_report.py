@@ -129,6 +129,35 @@ def test_report_info_numbers(filled):
     assert set(info.importances["s"]) == {"eval_loss", "train_time_s"}
 
 
+def test_stopped_trials_are_shown_as_such_with_the_training_time_saved(filled, tmp_path):
+    url, spec = filled
+    study = optuna.load_study(study_name="s", storage=url)
+    # Stopped at step 1 of 3 after 5 s: its whole run would have taken 15 s.
+    stopped = optuna.trial.create_trial(
+        params={"lora_r": 2, "lora_alpha": 8, "learning_rate": 1e-4},
+        distributions=study.trials[0].distributions,
+        state=optuna.trial.TrialState.PRUNED,
+        user_attrs={
+            "stopped_at_step": 1,
+            "stopped_values": [3.9, 15.0],
+            "rung_train_time_s": 5.0,
+            "metrics": {"eval_loss": 3.9, "train_time_s": 15.0},
+        },
+    )
+    study.add_trial(stopped)
+    info, _ = autotune.build_report("s", url, baseline="s-random")
+    assert info.study.stopped == 1 and info.study.failures == {}
+    assert info.study.budget_trials == [0, 1, 2, 3, 4]
+    assert info.study.train_time_s == [10.0, 20.0, 30.0, 35.0, 5.0]  # what each trial took
+    assert info.study.train_time_saved_s == 10.0
+    assert info.hypervolume["s"][-1] == info.hypervolume["s"][-2]  # not on the front
+    paths = autotune.report("s", url, baseline="s-random", out=tmp_path / "rep")
+    text = paths["markdown"].read_text()
+    assert "4 succeeded of 5 trials, 1 stopped early (saving 9% of the training time)" in text  # 10 of 110 s
+    summary = autotune.show_study("s", url)
+    assert (summary.stopped_early, summary.train_time_s, summary.train_time_saved_s) == (1, 100.0, 10.0)
+
+
 def _png_is_not_blank(path: Path) -> bool:
     data = path.read_bytes()
     chunks, at = [], 8
@@ -321,7 +350,11 @@ def test_dashboard_serves_the_studies_with_the_report_figures(filled):
             detail = json.load(response)
         assert detail["objective_names"] == ["eval_loss", "train_time_s"]
         assert len(detail["trials"]) == 4
-        assert {g["id"] for g in detail["plotly_graph_objects"]} == {"autotune-front-0", "autotune-hypervolume"}
+        assert {g["id"] for g in detail["plotly_graph_objects"]} == {
+            "autotune-front-0",
+            "autotune-hypervolume",
+            "autotune-hypervolume-time",
+        }
     finally:
         server.terminate()
         server.wait(timeout=10)

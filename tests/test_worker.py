@@ -65,3 +65,50 @@ def test_worker_on_postgresql(tmp_path, tiny_model, dataset_file, postgres_url):
     _create(tmp_path, postgres_url, tiny_model, dataset_file, budget={"n_trials": 2})
     assert main(["worker", "s", "--storage", postgres_url]) == 0
     assert [t.state for t in _trials(postgres_url)] == [TrialState.COMPLETE] * 2
+
+
+def test_an_exhausted_search_space_runs_the_copy(tmp_path, sqlite_url):
+    """Two configs, a budget of four: after both ran, every proposal is a copy; five asks in a
+    row are caught as duplicates and the fifth copy runs, so the budget is still used."""
+    spec = {
+        "trial": {"kind": "zdt1"},
+        "search_space": {"lora_r": {"choices": [4, 8]}, "lora_alpha": 8, "learning_rate": 1.0e-4},
+        "sampler": {"name": "random", "seed": 0},
+        "budget": {"n_trials": 4},
+    }
+    assert (
+        main(["study", "create", "s", "--config", str(write_spec(tmp_path / "s.yaml", spec)), "--storage", sqlite_url])
+        == 0
+    )
+    assert main(["worker", "s", "--storage", sqlite_url]) == 0
+    trials = _trials(sqlite_url)
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 4
+    assert {t.params["lora_r"] for t in trials if t.state == TrialState.COMPLETE} == {4, 8}
+    assert all(t.user_attrs["failure_kind"] == "duplicate" for t in trials if t.state == TrialState.FAIL)
+
+
+def test_an_abandoned_ask_is_failed_and_not_counted(tmp_path, sqlite_url):
+    """A worker that lost the storage between creating a trial (study.ask) and its first
+    heartbeat leaves a RUNNING trial that Optuna never finds stale; the budget counted it and
+    the other workers used to wait on it for ever."""
+    spec = {
+        "trial": {"kind": "zdt1"},
+        "sampler": {"name": "random", "seed": 0},
+        "budget": {"n_trials": 2},
+        "worker": {"heartbeat_interval_s": 1, "grace_period_s": 2},
+    }
+    assert (
+        main(["study", "create", "s", "--config", str(write_spec(tmp_path / "s.yaml", spec)), "--storage", sqlite_url])
+        == 0
+    )
+    autotune.load_study("s", sqlite_url)[0].ask()  # created, never started: no heartbeat, no worker
+    worker = subprocess.run(
+        [sys.executable, "-m", "autotune", "worker", "s", "--storage", sqlite_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+    abandoned, *rest = _trials(sqlite_url)
+    assert abandoned.state == TrialState.FAIL and abandoned.user_attrs["failure_kind"] == "abandoned"
+    assert [t.state for t in rest] == [TrialState.COMPLETE] * 2

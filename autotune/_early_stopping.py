@@ -1,0 +1,164 @@
+"""Multi-objective early stopping: asynchronous successive halving whose promotions rank the
+trials at a rung by non-dominated sorting, crowding distance breaking ties within a front
+(MOASHA, Schmucker et al. 2021). Optuna's pruners take one objective only.
+
+A trial measures its objectives at rungs (min_steps x reduction_factor^k steps, below the
+step budget) and records them in the study's storage (user attr `rungs`), so that workers on
+any machine rank against the same records. At each rung it goes on if it is among the best
+1/reduction_factor of the trials that reached that rung so far, itself included; otherwise
+it stops, and is told PRUNED with its last rung's values (`stopped_values`), which the
+sampler sees as a COMPLETE trial's (StoppedAsComplete)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._outcome import stopped
+from ._spec import EarlyStopping
+
+if TYPE_CHECKING:
+    import optuna
+
+RUNGS = "rungs"  # user attr: [{"step": s, "values": [...]}, ...], one per rung reached
+STOPPED_AT = "stopped_at_step"  # user attr of a stopped trial
+STOPPED_VALUES = "stopped_values"  # user attr of a stopped trial: its last rung's objective values
+
+
+def rung_steps(early_stopping: EarlyStopping, max_steps: int) -> list[int]:
+    steps, step = [], early_stopping.min_steps
+    while step < max_steps:
+        steps.append(step)
+        step *= early_stopping.reduction_factor
+    return steps
+
+
+def at_rung(measured: dict[str, float], step: int, max_steps: int) -> dict[str, float]:
+    """A trial's metrics at a rung, as estimates of the whole run's: the held-out loss and the
+    memory as measured, the training time extrapolated to all `max_steps` steps. Trials at
+    one rung rank the same on the time to the rung or its extrapolation; what differs is what
+    the sampler learns from a stopped trial: the time a full run of its config would take,
+    not the short time it ran (which would make stopped configs look cheap)."""
+    return {**measured, "train_time_s": measured["train_time_s"] * max_steps / step}
+
+
+def _crowding_distance(losses: np.ndarray) -> np.ndarray:
+    """NSGA-II's crowding distance of each point within its front; the extremes get inf."""
+    n, m = losses.shape
+    distance = np.zeros(n)
+    if n <= 2:
+        return np.full(n, math.inf)
+    for j in range(m):
+        order = np.argsort(losses[:, j], kind="stable")
+        span = losses[order[-1], j] - losses[order[0], j]
+        distance[order[0]] = distance[order[-1]] = math.inf
+        if span > 0:
+            distance[order[1:-1]] += (losses[order[2:], j] - losses[order[:-2], j]) / span
+    return distance
+
+
+def promotion_keys(losses: np.ndarray) -> list[tuple[int, float]]:
+    """Each point's place in the ranking, lower first: its non-dominated front, then minus its
+    crowding distance within the front."""
+    from optuna.study._multi_objective import _fast_non_domination_rank
+
+    fronts = _fast_non_domination_rank(losses)
+    distance = np.zeros(len(losses))
+    for front in np.unique(fronts):
+        members = np.flatnonzero(fronts == front)
+        distance[members] = _crowding_distance(losses[members])
+    return [(int(f), -float(d)) for f, d in zip(fronts, distance, strict=True)]
+
+
+def goes_on(
+    values: Sequence[float], others: Sequence[Sequence[float]], directions: Sequence[str], reduction_factor: int
+) -> bool:
+    """Whether a trial with `values` at a rung is among the best max(1, n // reduction_factor)
+    of the n trials there (`others` and itself), ties in its favour, as in Optuna's
+    SuccessiveHalvingPruner."""
+    if not all(math.isfinite(v) for v in values):
+        return False
+    sign = np.array([1.0 if d == "minimize" else -1.0 for d in directions])
+    finite = [o for o in others if all(math.isfinite(v) for v in o)]
+    losses = np.array([values, *finite], dtype=float) * sign
+    keys = promotion_keys(losses)
+    kept = max(1, (1 + len(others)) // reduction_factor)  # a diverged trial counts, ranked last
+    return keys[0] <= sorted(keys)[min(kept, len(keys)) - 1]
+
+
+def values_at(trials: Sequence[optuna.trial.FrozenTrial], step: int, but: int) -> list[list[float]]:
+    """The values recorded at rung `step` by every trial but trial number `but`."""
+    return [
+        rung["values"]
+        for t in trials
+        if t.number != but
+        for rung in t.user_attrs.get(RUNGS, ())
+        if rung["step"] == step
+    ]
+
+
+class _StudyAsSamplerSees:
+    """The study, with each stopped trial shown COMPLETE with its last rung's values."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(
+        self, deepcopy: bool = True, states: Any = None, use_cache: bool = False
+    ) -> list[optuna.trial.FrozenTrial]:
+        from optuna.trial import TrialState
+
+        trials = self._study._get_trials(deepcopy=deepcopy, states=None, use_cache=use_cache)
+        seen = []
+        for trial in trials:
+            if stopped(trial):
+                trial = copy.copy(trial)
+                trial.state, trial.values = TrialState.COMPLETE, trial.user_attrs[STOPPED_VALUES]
+            if states is None or trial.state in states:
+                seen.append(trial)
+        return seen
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[optuna.trial.FrozenTrial]:
+        return self._get_trials(deepcopy=deepcopy, states=states)
+
+    @property
+    def trials(self) -> list[optuna.trial.FrozenTrial]:
+        return self._get_trials()
+
+
+def learns_from_stopped(sampler: optuna.samplers.BaseSampler) -> optuna.samplers.BaseSampler:
+    """`sampler`, shown stopped trials as COMPLETE ones with their last rung's values: model
+    based samplers (GPSampler fits COMPLETE trials only) then learn where trials get stopped,
+    and do not propose there again."""
+    import optuna
+
+    class StoppedAsComplete(optuna.samplers.BaseSampler):
+        def __init__(self, inner: optuna.samplers.BaseSampler) -> None:
+            self.inner = inner
+
+        def infer_relative_search_space(self, study: optuna.Study, trial: Any) -> Any:
+            return self.inner.infer_relative_search_space(_StudyAsSamplerSees(study), trial)  # type: ignore[arg-type]
+
+        def sample_relative(self, study: optuna.Study, trial: Any, search_space: Any) -> Any:
+            return self.inner.sample_relative(_StudyAsSamplerSees(study), trial, search_space)  # type: ignore[arg-type]
+
+        def sample_independent(self, study: optuna.Study, trial: Any, name: str, distribution: Any) -> Any:
+            return self.inner.sample_independent(_StudyAsSamplerSees(study), trial, name, distribution)  # type: ignore[arg-type]
+
+        def before_trial(self, study: optuna.Study, trial: Any) -> None:
+            self.inner.before_trial(study, trial)
+
+        def after_trial(self, study: optuna.Study, trial: Any, state: Any, values: Any) -> None:
+            self.inner.after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:
+            self.inner.reseed_rng()
+
+    return StoppedAsComplete(sampler)
