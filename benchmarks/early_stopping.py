@@ -36,7 +36,7 @@ import optuna
 from sample_efficiency import SPACE, _synthetic, _tabular, make_sampler, over_seeds, table_scale
 from scipy.stats import spearmanr
 
-from autotune import EarlyStopping, SearchSpace
+from autotune import EarlyStopping, SamplerSpec, SearchSpace
 from autotune._early_stopping import RUNGS, STOPPED_VALUES, at_rung, goes_on, learns_from_stopped, rung_steps, values_at
 from autotune.dashboards import hypervolume
 from autotune.objectives import load_table, synthetic_metrics
@@ -48,6 +48,9 @@ METHODS = {  # name -> (sampler, early stopping, the sampler sees stopped trials
     "gp": ("gp", False, False),
     "random+es": ("random", True, True),
     "gp+es": ("gp", True, True),
+    "tpe": ("tpe", False, False),
+    "tpe+es": ("tpe", True, True),
+    "tpe+es (blind)": ("tpe", True, False),
     "gp+es (blind)": ("gp", True, False),
 }
 
@@ -239,7 +242,7 @@ def main() -> None:
         results.append(
             {
                 "problem": name,
-                "default": "gp",
+                "default": SamplerSpec().name,  # the spec's default sampler; early stopping is opt-in
                 "early_stopping": early_stopping.model_dump(),
                 "max_steps": problem.max_steps,
                 "seeds": args.seeds,
@@ -251,6 +254,8 @@ def main() -> None:
                 "methods": rows,
             }
         )
+        # Written after each problem (the table first), so that a long run leaves its results.
+        args.out.write_text(json.dumps({**results[0], "other_problems": results[1:]}, indent=1))
     for result in results:
         print(f"\n## {result['problem']} (hypervolume ratio, median [IQR] over {args.seeds} seeds)")
         print("compute: training steps, as a share of random search's 50 whole trials")
@@ -276,8 +281,6 @@ def main() -> None:
             "Spearman(rung eval_loss, final eval_loss): "
             + ", ".join(f"step {s}: {c:.2f}" for s, c in result["rung_spearman"].items())
         )
-    # The first problem (the table, where given) at the top; the others beside it.
-    args.out.write_text(json.dumps({**results[0], "other_problems": results[1:]}, indent=1))
 
 
 if __name__ == "__main__":
