@@ -18,15 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._outcome import stopped
+from ._outcome import STOPPED_VALUES, stopped
 from ._spec import EarlyStopping
 
 if TYPE_CHECKING:
     import optuna
 
 RUNGS = "rungs"  # user attr: [{"step": s, "values": [...]}, ...], one per rung reached
-STOPPED_AT = "stopped_at_step"  # user attr of a stopped trial
-STOPPED_VALUES = "stopped_values"  # user attr of a stopped trial: its last rung's objective values
 
 
 def rung_steps(early_stopping: EarlyStopping, max_steps: int) -> list[int]:

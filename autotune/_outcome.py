@@ -17,12 +17,17 @@ def succeeded(trial: optuna.trial.FrozenTrial) -> bool:
     return trial.state == TrialState.COMPLETE and "failure_reason" not in trial.user_attrs
 
 
+# User attrs of a trial stopped early (autotune._early_stopping).
+STOPPED_AT = "stopped_at_step"  # the rung it stopped at
+STOPPED_VALUES = "stopped_values"  # its last rung's objective values: what the sampler is shown
+RUNG_TRAIN_TIME = "rung_train_time_s"  # the training time it took, to that rung
+
+
 def stopped(trial: optuna.trial.FrozenTrial) -> bool:
-    """Ended early by early stopping: PRUNED, with the step it reached (`stopped_at_step`)
-    and its last rung's values (`stopped_values`)."""
+    """Ended early by early stopping: PRUNED, with the step it reached and its last rung's values."""
     from optuna.trial import TrialState
 
-    return trial.state == TrialState.PRUNED and "stopped_values" in trial.user_attrs
+    return trial.state == TrialState.PRUNED and STOPPED_VALUES in trial.user_attrs
 
 
 def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
@@ -60,7 +65,7 @@ def train_time_spent_s(trial: optuna.trial.FrozenTrial) -> float:
     """The training time a trial took (what a user pays for it): a stopped trial's to the rung
     it stopped at; none for a trial that did not train."""
     if stopped(trial):
-        return float(trial.user_attrs["rung_train_time_s"])
+        return float(trial.user_attrs[RUNG_TRAIN_TIME])
     return float(trial.user_attrs.get("metrics", {}).get("train_time_s", 0.0)) if succeeded(trial) else 0.0
 
 

@@ -9,7 +9,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from ._outcome import stopped
+from ._outcome import STOPPED_AT, stopped
 
 if TYPE_CHECKING:
     import optuna
@@ -69,7 +69,7 @@ class WorkerProgress:
         head = f"trial {trial.number:>3} {state:<8} {format_params(trial.params)}"
         if stopped(trial):  # its metrics are the rung's, the time extrapolated
             detail = format_metrics(trial.user_attrs["metrics"], self._metric_names)
-            at = trial.user_attrs["stopped_at_step"]
+            at = trial.user_attrs[STOPPED_AT]
             line = Text.assemble((head, "yellow"), f"  stopped at step {at}: {detail}  ({took:.0f} s)")
         elif not failed:
             detail = format_metrics(trial.user_attrs.get("metrics", {}), self._metric_names)

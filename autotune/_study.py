@@ -12,7 +12,7 @@ from ._early_stopping import rung_steps
 from ._errors import AutotuneError
 from ._outcome import is_feasible
 from ._spec import QLoRATrial, StudySpec, TabularTrial, parse_spec
-from .dashboards import collect
+from .dashboards import StudyPoints, collect
 from .objectives import TrialInputError, check_model_reference, load_examples, load_table
 from .storage import mask_url, open_storage, resolve_storage_url
 
@@ -157,8 +157,13 @@ def _row(trial: optuna.trial.FrozenTrial, spec: StudySpec) -> TrialRow:
 
 def pareto_trials(study: optuna.Study, spec: StudySpec) -> list[optuna.trial.FrozenTrial]:
     """The study's Pareto set (feasible trials that succeeded, non-dominated), by number."""
-    front = {p.number for p in collect(study, spec.metric_names, spec.directions, spec.sampler.name).pareto}
-    return [t for t in study.get_trials(deepcopy=False) if t.number in front]
+    points = collect(study, spec.metric_names, spec.directions, spec.sampler.name)
+    return _on_front(study.get_trials(deepcopy=False), points)
+
+
+def _on_front(trials: list[optuna.trial.FrozenTrial], points: StudyPoints) -> list[optuna.trial.FrozenTrial]:
+    front = {p.number for p in points.pareto}
+    return [t for t in trials if t.number in front]
 
 
 def summarize(study: optuna.Study, spec: StudySpec) -> StudySummary:
@@ -171,7 +176,7 @@ def summarize(study: optuna.Study, spec: StudySpec) -> StudySummary:
         objectives=spec.metric_names,
         directions=spec.directions,
         states=dict(Counter(t.state.name for t in trials)),
-        pareto=[_row(t, spec) for t in trials if t.number in {p.number for p in points.pareto}],
+        pareto=[_row(t, spec) for t in _on_front(trials, points)],
         stopped_early=points.stopped,
         train_time_s=sum(points.train_time_s),
         train_time_saved_s=points.train_time_saved_s,

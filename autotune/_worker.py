@@ -23,17 +23,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.console import Console
 
-from ._early_stopping import (
-    RUNGS,
-    STOPPED_AT,
-    STOPPED_VALUES,
-    at_rung,
-    goes_on,
-    learns_from_stopped,
-    rung_steps,
-    values_at,
-)
-from ._outcome import ABANDONED, counts_toward_budget, never_ran, succeeded
+from ._early_stopping import RUNGS, at_rung, goes_on, learns_from_stopped, rung_steps, values_at
+from ._outcome import ABANDONED, RUNG_TRAIN_TIME, STOPPED_AT, STOPPED_VALUES, counts_toward_budget, never_ran, succeeded
 from ._progress import WorkerProgress
 from ._runner import Runner, TrialFailed
 from ._samplers import build_sampler
@@ -524,15 +515,18 @@ def _tell_complete(worker: _Worker, trial: optuna.Trial, result: dict[str, Any])
         _tell_failed(worker, trial, TrialFailed(f"{', '.join(bad)} is not finite: training diverged", "config"))
         return
 
-    def record() -> None:
-        trial.set_user_attr("metrics", metrics)
-        for key, value in result["info"].items():
-            trial.set_user_attr(key, value)
-        trial.set_constraint(CONFIG_FAILED, 0.0)
-        for constraint in spec.constraints:
-            trial.set_constraint(str(constraint), constraint.violation(metrics))
-
+    record = functools.partial(_record_result, spec, trial, metrics, result["info"])
     _record_and_tell(worker, trial, record, values, optuna.trial.TrialState.COMPLETE)
+
+
+def _record_result(spec: StudySpec, trial: optuna.Trial, metrics: dict[str, float], info: dict[str, Any]) -> None:
+    """A trial that trained: its metrics, its info and its constraints (none failed)."""
+    trial.set_user_attr("metrics", metrics)
+    for key, value in info.items():
+        trial.set_user_attr(key, value)
+    trial.set_constraint(CONFIG_FAILED, 0.0)
+    for constraint in spec.constraints:
+        trial.set_constraint(str(constraint), constraint.violation(metrics))
 
 
 def _tell_stopped(worker: _Worker, trial: optuna.Trial, result: dict[str, Any]) -> None:
@@ -548,15 +542,8 @@ def _tell_stopped(worker: _Worker, trial: optuna.Trial, result: dict[str, Any]) 
         _tell_failed(worker, trial, TrialFailed("the held-out loss is not finite: training diverged", "config"))
         return
 
-    def record() -> None:
-        trial.set_user_attr("metrics", metrics)
-        for key, value in info.items():
-            trial.set_user_attr(key, value)
-        trial.set_user_attr(STOPPED_VALUES, values)
-        trial.set_user_attr("rung_train_time_s", result["metrics"]["train_time_s"])
-        trial.set_constraint(CONFIG_FAILED, 0.0)
-        for constraint in spec.constraints:
-            trial.set_constraint(str(constraint), constraint.violation(metrics))
+    took = {STOPPED_VALUES: values, RUNG_TRAIN_TIME: result["metrics"]["train_time_s"]}
+    record = functools.partial(_record_result, spec, trial, metrics, {**info, **took})
 
     _record_and_tell(worker, trial, record, None, optuna.trial.TrialState.PRUNED)
 

@@ -37,7 +37,8 @@ from sample_efficiency import SPACE, _synthetic, _tabular, make_sampler, over_se
 from scipy.stats import spearmanr
 
 from autotune import EarlyStopping, SamplerSpec, SearchSpace
-from autotune._early_stopping import RUNGS, STOPPED_VALUES, at_rung, goes_on, learns_from_stopped, rung_steps, values_at
+from autotune._early_stopping import RUNGS, at_rung, goes_on, learns_from_stopped, rung_steps, values_at
+from autotune._outcome import STOPPED_AT, STOPPED_VALUES
 from autotune.dashboards import hypervolume
 from autotune.objectives import load_table, synthetic_metrics
 
@@ -165,7 +166,7 @@ def run(problem: CurveProblem, method: str, seed: int, compute: float) -> Run:
             if not goes_on(values, others, ["minimize", "minimize"], problem.early_stopping.reduction_factor):
                 ran = step
                 trial.set_user_attr(STOPPED_VALUES, values)
-                trial.set_user_attr("stopped_at_step", step)
+                trial.set_user_attr(STOPPED_AT, step)
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 stopped_regions.add(region)
                 result.stopped += 1

@@ -48,6 +48,19 @@ def test_sample_efficiency_tiny(tmp_path):
         assert all(0 <= row["median"]["10"] <= 1 + 1e-9 for row in problem["samplers"].values())
 
 
+def test_early_stopping_tiny(tmp_path):
+    out = tmp_path / "es.json"
+    table = write_table(tmp_path / "table.json")  # learning curves at steps 1 and 3
+    args = ["--out", str(out), "--seeds", "2", "--table", str(table), "--min-steps", "1"]
+    done = _run(str(BENCHMARKS / "early_stopping.py"), *args, "--methods", "random,tpe,random+es,tpe+es")
+    assert "| tpe+es |" in done.stdout
+    result = json.loads(out.read_text())
+    assert result["problem"] == "tabular:table.json" and result["default"] == "tpe"
+    assert set(result["compute_to_reach_random_final"]) == {"random", "tpe", "random+es", "tpe+es"}
+    assert result["methods"]["random+es"]["stopped"] > 0
+    assert [p["problem"] for p in result["other_problems"]] == ["zdt1 (multi-fidelity)"]
+
+
 def test_overhead_tiny(tmp_path, tiny_model):
     out = tmp_path / "oh.json"
     args = ["--out", str(out), "--sizes", "5", "--samples", "2", "--model", str(tiny_model), "--trials", "2"]
