@@ -12,6 +12,7 @@ from ._report import build_report, report, run_dashboard
 from ._search_space import Choice, Range, SearchSpace
 from ._spec import Budget, Constraint, EarlyStopping, Objective, SamplerSpec, StudySpec, load_spec, parse_spec
 from ._study import StudySummary, TrialRow, create_study, list_studies, load_study, show_study
+from ._verify import VerifyPlan, verify
 from ._worker import WorkerResult, run_worker
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "StudySpec",
     "StudySummary",
     "TrialRow",
+    "VerifyPlan",
     "WorkerResult",
     "build_report",
     "create_study",
@@ -42,4 +44,5 @@ __all__ = [
     "run_demo",
     "run_worker",
     "show_study",
+    "verify",
 ]

@@ -7,18 +7,16 @@ step budget) and records them in the study's storage (user attr `rungs`), so tha
 any machine rank against the same records. At each rung it goes on if it is among the best
 1/reduction_factor of the trials that reached that rung so far, itself included; otherwise
 it stops, and is told PRUNED with its last rung's values (`stopped_values`), which the
-sampler sees as a COMPLETE trial's (StoppedAsComplete)."""
+sampler sees as a COMPLETE trial's (autotune._samplers.sees_the_search)."""
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._outcome import STOPPED_VALUES, stopped
 from ._spec import EarlyStopping
 
 if TYPE_CHECKING:
@@ -97,66 +95,3 @@ def values_at(trials: Sequence[optuna.trial.FrozenTrial], step: int, but: int) -
         for rung in t.user_attrs.get(RUNGS, ())
         if rung["step"] == step
     ]
-
-
-class _StudyAsSamplerSees:
-    """The study, with each stopped trial shown COMPLETE with its last rung's values."""
-
-    def __init__(self, study: optuna.Study) -> None:
-        self._study = study
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._study, name)
-
-    def _get_trials(
-        self, deepcopy: bool = True, states: Any = None, use_cache: bool = False
-    ) -> list[optuna.trial.FrozenTrial]:
-        from optuna.trial import TrialState
-
-        trials = self._study._get_trials(deepcopy=deepcopy, states=None, use_cache=use_cache)
-        seen = []
-        for trial in trials:
-            if stopped(trial):
-                trial = copy.copy(trial)
-                trial.state, trial.values = TrialState.COMPLETE, trial.user_attrs[STOPPED_VALUES]
-            if states is None or trial.state in states:
-                seen.append(trial)
-        return seen
-
-    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[optuna.trial.FrozenTrial]:
-        return self._get_trials(deepcopy=deepcopy, states=states)
-
-    @property
-    def trials(self) -> list[optuna.trial.FrozenTrial]:
-        return self._get_trials()
-
-
-def learns_from_stopped(sampler: optuna.samplers.BaseSampler) -> optuna.samplers.BaseSampler:
-    """`sampler`, shown stopped trials as COMPLETE ones with their last rung's values: model
-    based samplers (GPSampler fits COMPLETE trials only) then learn where trials get stopped,
-    and do not propose there again."""
-    import optuna
-
-    class StoppedAsComplete(optuna.samplers.BaseSampler):
-        def __init__(self, inner: optuna.samplers.BaseSampler) -> None:
-            self.inner = inner
-
-        def infer_relative_search_space(self, study: optuna.Study, trial: Any) -> Any:
-            return self.inner.infer_relative_search_space(_StudyAsSamplerSees(study), trial)  # type: ignore[arg-type]
-
-        def sample_relative(self, study: optuna.Study, trial: Any, search_space: Any) -> Any:
-            return self.inner.sample_relative(_StudyAsSamplerSees(study), trial, search_space)  # type: ignore[arg-type]
-
-        def sample_independent(self, study: optuna.Study, trial: Any, name: str, distribution: Any) -> Any:
-            return self.inner.sample_independent(_StudyAsSamplerSees(study), trial, name, distribution)  # type: ignore[arg-type]
-
-        def before_trial(self, study: optuna.Study, trial: Any) -> None:
-            self.inner.before_trial(study, trial)
-
-        def after_trial(self, study: optuna.Study, trial: Any, state: Any, values: Any) -> None:
-            self.inner.after_trial(study, trial, state, values)
-
-        def reseed_rng(self) -> None:
-            self.inner.reseed_rng()
-
-    return StoppedAsComplete(sampler)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,22 +17,35 @@ from ._errors import AutotuneError
 from ._outcome import is_feasible
 from ._spec import StudySpec
 from ._study import load_study, pareto_trials
-from .dashboards import bounds_over, collect, normalise
+from .dashboards import StudyPoints, bounds_over, collect, normalise
 from .objectives import METRICS
 
 if TYPE_CHECKING:
     import optuna
 
-_PICK = re.compile(r"^(?:(pareto|knee)|(min|max):(\w+)|budget:(\w+)<=([-+0-9.eE]+))$")
-PICK_HELP = "pareto | knee | min:<metric> | max:<metric> | budget:<metric><=X"
+_PICK = re.compile(r"^(?:(pareto|knee)|(min|max):(\w+)|budget:(\w+)<=([-+0-9.eE]+)|trial:(\d+))$")
+PICK_HELP = "pareto | knee | min:<metric> | max:<metric> | budget:<metric><=X | trial:<number>"
 
 
-def _entry(study_name: str, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+def _verified(points: StudyPoints, number: int) -> dict[str, Any]:
+    """A verified config's objectives over its new seeds, and (on the front) the configs it
+    does not beat by more than the seed spread; nothing for a config not verified."""
+    verification = points.verification
+    if number not in verification.verified:
+        return {}
+    verified = asdict(verification.verified[number])
+    if number in verification.within_seed_spread_of:
+        verified["within_seed_spread_of"] = verification.within_seed_spread_of[number]
+    return {"verified": verified}
+
+
+def _entry(study_name: str, trial: optuna.trial.FrozenTrial, points: StudyPoints) -> dict[str, Any]:
     entry = {
         "study": study_name,
         "trial": trial.number,
         "params": dict(trial.params),
         "metrics": trial.user_attrs.get("metrics", {}),
+        **_verified(points, trial.number),
     }
     if "config" not in trial.user_attrs:  # a test function or a table replayed: nothing was trained
         return entry | ({"grid_point": trial.user_attrs["grid_point"]} if "grid_point" in trial.user_attrs else {})
@@ -62,13 +76,23 @@ def pick_trials(study: optuna.Study, spec: StudySpec, pick: str) -> list[optuna.
     match = _PICK.match(pick)
     if match is None:
         raise AutotuneError(f"unknown --pick {pick!r}; use {PICK_HELP}")
-    whole, direction, metric, budget_metric, bound = match.groups()
+    whole, direction, metric, budget_metric, bound, number = match.groups()
     for name in (metric, budget_metric):
         if name is not None and name not in METRICS:
             raise AutotuneError(f"unknown metric {name!r} in --pick; choose from {', '.join(METRICS)}")
     complete = [t for t in study.get_trials(deepcopy=False) if is_feasible(t)]
     if not complete:
-        raise AutotuneError(f"study {study.study_name!r} has no complete feasible trial to export; run a worker first")
+        raise AutotuneError(
+            f"study {study.study_name!r} has no complete feasible trial yet; "
+            f"run a worker first: autotune worker {study.study_name}"
+        )
+    if number is not None:
+        found = [t for t in complete if t.number == int(number)]
+        if not found:
+            raise AutotuneError(
+                f"study {study.study_name!r} has no complete feasible trial {number}; see: autotune study show {study.study_name}"
+            )
+        return found
     front = pareto_trials(study, spec)
     if whole == "pareto":
         return front
@@ -93,16 +117,32 @@ def pick_trials(study: optuna.Study, spec: StudySpec, pick: str) -> list[optuna.
 
 
 def export(
-    name: str, storage: str | None = None, *, pick: str = "pareto", out: str | Path | None = None, fmt: str = "yaml"
+    name: str,
+    storage: str | None = None,
+    *,
+    pick: str = "pareto",
+    verified: bool = False,
+    out: str | Path | None = None,
+    fmt: str = "yaml",
 ) -> list[dict[str, Any]]:
-    """The chosen trials of study `name` as entries ready to train with; written to `out`
-    (YAML or JSON) when given.
+    """The chosen trials of study `name` as entries ready to train with, with their verified
+    means and standard deviations where `autotune verify` re-ran them; only those with
+    `verified`. Written to `out` (YAML or JSON) when given.
 
     Example:
         >>> autotune.export("lora-sweep", pick="knee", out="best.yaml")  # doctest: +SKIP
     """
     study, spec = load_study(name, storage)
-    entries = [_entry(name, t) for t in pick_trials(study, spec, pick)]
+    chosen = pick_trials(study, spec, pick)
+    points = collect(study, spec.metric_names, spec.directions, spec.sampler.name)
+    if verified:
+        chosen = [t for t in chosen if t.number in points.verification.verified]
+        if not chosen:
+            raise AutotuneError(
+                f"none of the trials that --pick {pick} chooses is verified yet; "
+                f"run: autotune verify {name} --pick {pick}, then its workers"
+            )
+    entries = [_entry(name, t, points) for t in chosen]
     if out is not None:
         Path(out).write_text(format_entries(entries, fmt))
     return entries

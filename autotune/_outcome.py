@@ -1,6 +1,9 @@
 """What became of a trial, defined once for the worker's budget, `study show`, reports and
 export. A trial whose config failed may be COMPLETE (told to the sampler as infeasible,
-with penalty values): it records `failure_reason` and has no real metrics."""
+with penalty values): it records `failure_reason` and has no real metrics. A verification
+re-run (`autotune verify`) trains a config of the search again with a new seed: it measures
+that config's seed spread and is no point of the search (no budget, not on the front, not
+shown to the sampler)."""
 
 from __future__ import annotations
 
@@ -30,19 +33,45 @@ def stopped(trial: optuna.trial.FrozenTrial) -> bool:
     return trial.state == TrialState.PRUNED and STOPPED_VALUES in trial.user_attrs
 
 
+# User attrs of a verification re-run.
+VERIFIES = "verifies"  # the number of the trial whose config it trains again
+SEED = "seed"  # a trial's training seed: a re-run's is set when it is queued, others record theirs
+
+
+def is_rerun(trial: optuna.trial.FrozenTrial | optuna.Trial) -> bool:
+    return VERIFIES in trial.user_attrs
+
+
+def searched(trial: optuna.trial.FrozenTrial) -> bool:
+    """Succeeded, as a point of the search (not a verification re-run)."""
+    return succeeded(trial) and not is_rerun(trial)
+
+
 def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
-    """Succeeded, and within every constraint of the spec."""
-    return succeeded(trial) and all(c <= 0 for c in trial.constraints.values())
+    """A point of the search that succeeded within every constraint of the spec."""
+    return searched(trial) and all(c <= 0 for c in trial.constraints.values())
 
 
-def used_budget(trial: optuna.trial.FrozenTrial) -> bool:
-    """Finished and counted: it succeeded, was stopped early, or its config failed (the config
-    was tried). An interrupted trial, a surplus one and a lost worker's one (re-queued) are not."""
+def tried(trial: optuna.trial.FrozenTrial) -> bool:
+    """Finished, with its config tried: it succeeded, was stopped early, or its config failed.
+    An interrupted trial, a surplus one and a lost worker's one (re-queued) were not."""
     from optuna.trial import TrialState
 
     if trial.state == TrialState.COMPLETE or stopped(trial):
         return True
     return trial.state == TrialState.FAIL and trial.user_attrs.get("failure_kind") == "config"
+
+
+def under_way(trial: optuna.trial.FrozenTrial) -> bool:
+    """Tried, running or queued."""
+    from optuna.trial import TrialState
+
+    return tried(trial) or trial.state in (TrialState.RUNNING, TrialState.WAITING)
+
+
+def used_budget(trial: optuna.trial.FrozenTrial) -> bool:
+    """A trial of the search that was tried: what the study's budget counts."""
+    return tried(trial) and not is_rerun(trial)
 
 
 ABANDONED = "abandoned"  # asked, but its worker lost the storage before it started the trial
@@ -55,10 +84,8 @@ def never_ran(trial: optuna.trial.FrozenTrial) -> bool:
 
 
 def counts_toward_budget(trial: optuna.trial.FrozenTrial) -> bool:
-    """Used the budget, or will: under way, or queued."""
-    from optuna.trial import TrialState
-
-    return used_budget(trial) or trial.state in (TrialState.RUNNING, TrialState.WAITING)
+    """Used the budget, or will: a trial of the search under way."""
+    return under_way(trial) and not is_rerun(trial)
 
 
 def train_time_spent_s(trial: optuna.trial.FrozenTrial) -> float:

@@ -9,7 +9,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from ._outcome import STOPPED_AT, stopped
+from ._outcome import SEED, STOPPED_AT, VERIFIES, is_rerun, stopped
 
 if TYPE_CHECKING:
     import optuna
@@ -67,6 +67,8 @@ class WorkerProgress:
         failed = "failure_reason" in trial.user_attrs  # a failed config may be told as infeasible
         state = "FAIL" if failed else trial.state.name
         head = f"trial {trial.number:>3} {state:<8} {format_params(trial.params)}"
+        if is_rerun(trial):
+            head += f" (re-run of trial {trial.user_attrs[VERIFIES]}, seed {trial.user_attrs[SEED]})"
         if stopped(trial):  # its metrics are the rung's, the time extrapolated
             detail = format_metrics(trial.user_attrs["metrics"], self._metric_names)
             at = trial.user_attrs[STOPPED_AT]

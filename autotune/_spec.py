@@ -112,6 +112,9 @@ class TestFunctionTrial(_TrialKindBase):
     cube), evaluated in the worker: for load tests and benchmarks."""
 
     kind: Literal["zdt1", "dtlz2"]
+    # The standard deviation of a seed's effect on the quality metrics (eval_loss ...): a
+    # training run's seed noise, drawn from the trial's seed and config.
+    noise: float = Field(0.0, ge=0)
 
 
 class TabularTrial(_TrialKindBase):

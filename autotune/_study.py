@@ -12,7 +12,7 @@ from ._early_stopping import rung_steps
 from ._errors import AutotuneError
 from ._outcome import is_feasible
 from ._spec import QLoRATrial, StudySpec, TabularTrial, parse_spec
-from .dashboards import StudyPoints, collect
+from .dashboards import StudyPoints, Verification, collect
 from .objectives import TrialInputError, check_model_reference, load_examples, load_table
 from .storage import mask_url, open_storage, resolve_storage_url
 
@@ -138,6 +138,7 @@ class StudySummary:
     stopped_early: int = 0  # the PRUNED trials: early stopping ended them
     train_time_s: float = 0.0  # the training time the trials took
     train_time_saved_s: float = 0.0  # what stopping trials early saved
+    verification: Verification = field(default_factory=Verification)  # what autotune verify found
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -180,6 +181,7 @@ def summarize(study: optuna.Study, spec: StudySpec) -> StudySummary:
         stopped_early=points.stopped,
         train_time_s=sum(points.train_time_s),
         train_time_saved_s=points.train_time_saved_s,
+        verification=points.verification,
     )
 
 

@@ -23,12 +23,22 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.console import Console
 
-from ._early_stopping import RUNGS, at_rung, goes_on, learns_from_stopped, rung_steps, values_at
-from ._outcome import ABANDONED, RUNG_TRAIN_TIME, STOPPED_AT, STOPPED_VALUES, counts_toward_budget, never_ran, succeeded
+from ._early_stopping import RUNGS, at_rung, goes_on, rung_steps, values_at
+from ._outcome import (
+    ABANDONED,
+    RUNG_TRAIN_TIME,
+    SEED,
+    STOPPED_AT,
+    STOPPED_VALUES,
+    counts_toward_budget,
+    is_rerun,
+    never_ran,
+    succeeded,
+)
 from ._progress import WorkerProgress
 from ._runner import Runner, TrialFailed
-from ._samplers import build_sampler
-from ._spec import QLoRATrial, StudySpec, TabularTrial
+from ._samplers import build_sampler, sees_the_search
+from ._spec import QLoRATrial, StudySpec, TabularTrial, TestFunctionTrial
 from ._study import check_inputs, load_study
 from .objectives import METRICS, TrialConfig, TrialInputError, load_table, resolve_cache_dir, synthetic_metrics
 from .storage import AskLock, is_database_error, is_transient, resolve_storage_url, storage_error
@@ -179,9 +189,7 @@ def _run_worker(
         console.print(f"study {name!r} has used its budget of {budget} trials; nothing to do")
         return WorkerResult(0, 0, False, True)
     seed = _worker_seed(spec.sampler.seed)
-    study.sampler = build_sampler(spec.sampler, budget, seed)
-    if spec.early_stopping is not None:
-        study.sampler = learns_from_stopped(study.sampler)
+    study.sampler = sees_the_search(build_sampler(spec.sampler, budget, seed))
     slots = [Slot(gpu, Runner(gpu, spec.worker.trials_per_runner)) for gpu in gpus or [None]]
     progress = WorkerProgress(console, spec.metric_names)
     worker = _Worker(study, spec, url, cache_dir, seed, progress, AskLock(url, name), stop)
@@ -261,7 +269,7 @@ def _ask(worker: _Worker) -> tuple[optuna.Trial, Any] | None:
         _beat(trial)  # at once: a worker that dies now leaves a trial that will be seen as stale
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # taken up: not abandoned
         trial.set_user_attr("sampler_seed", worker.seed)
-        if budget_used(study, before=trial.number) >= spec.budget.n_trials:
+        if not is_rerun(trial) and budget_used(study, before=trial.number) >= spec.budget.n_trials:
             # Without a lock (a gRPC proxy) workers may ask at the same moment near the end.
             _tell_failed(worker, trial, TrialFailed("surplus: other workers used the budget first", "surplus"))
             return None
@@ -271,7 +279,9 @@ def _ask(worker: _Worker) -> tuple[optuna.Trial, Any] | None:
     try:
         for attempt in range(1, MAX_DUPLICATE_ASKS + 1):
             asked = worker.retry(ask_once)
-            if asked is None or not spec.search_space.searched() or not _tried_already(study, asked[0]):
+            if asked is None or not spec.search_space.searched() or is_rerun(asked[0]):
+                return asked  # a re-run repeats a config on purpose
+            if not _tried_already(study, asked[0]):
                 return asked
             if attempt == MAX_DUPLICATE_ASKS:
                 return asked  # the search space seems exhausted: run the copy
@@ -366,17 +376,24 @@ def _run(worker: _Worker, slot: Slot, trial: optuna.Trial, hyperparameters: Any)
     config = TrialConfig(
         model=spec.model,
         dataset=spec.dataset,
-        training=spec.training,
+        training=spec.training.model_copy(update={"seed": _seed(spec, trial)}),
         hyperparameters=hyperparameters,
         cache_dir=worker.cache_dir,
-        rungs=_rungs(spec),
+        rungs=_rungs(spec, trial),
     )
     worker.retry(lambda: trial.set_user_attr("config", config.model_dump(mode="json")))
     return slot.runner.run(config, stop=worker.stop, time_limit_s=spec.trial.timeout_s, on_rung=on_rung)
 
 
-def _rungs(spec: StudySpec) -> list[int]:
-    if spec.early_stopping is None or spec.training.max_steps is None:
+def _seed(spec: StudySpec, trial: optuna.Trial) -> int:
+    """The training seed: the spec's, or the new one a verification re-run was queued with."""
+    return int(trial.user_attrs.get(SEED, spec.training.seed))
+
+
+def _rungs(spec: StudySpec, trial: optuna.Trial) -> list[int]:
+    """The steps at which early stopping may end the trial; none for a re-run, which measures
+    its config's whole run."""
+    if spec.early_stopping is None or spec.training.max_steps is None or is_rerun(trial):
         return []
     return rung_steps(spec.early_stopping, spec.training.max_steps)
 
@@ -445,7 +462,7 @@ def _run_fast(
     limit = spec.trial.timeout_s
     max_steps = spec.training.max_steps or 1
     done = 0
-    for step in [*_rungs(spec), max_steps]:
+    for step in [*_rungs(spec, trial), max_steps]:
         wait = spec.trial.delay_s * (step - done) / max_steps
         if limit is not None:
             wait = max(0.0, min(wait, limit - spec.trial.delay_s * done / max_steps))
@@ -466,9 +483,11 @@ def _fast_result(
     """The metrics after `step` of `max_steps`: a test function at that fidelity, or the table's
     learning curve at that step (the table records held-out loss and time along the curve;
     the other metrics are the whole run's)."""
-    if not isinstance(spec.trial, TabularTrial):
-        metrics = synthetic_metrics(spec.trial.kind, spec.search_space.unit_point(trial.params), step / max_steps)
-        return {"metrics": metrics, "info": {}}
+    if isinstance(spec.trial, TestFunctionTrial):
+        x, seed = spec.search_space.unit_point(trial.params), _seed(spec, trial)
+        metrics = synthetic_metrics(spec.trial.kind, x, step / max_steps, noise=spec.trial.noise, seed=seed)
+        return {"metrics": metrics, "info": {SEED: seed}}
+    assert isinstance(spec.trial, TabularTrial)
     table = load_table(spec.trial.table)
     point = table.nearest(hyperparameters)
     row = table.rows[point]

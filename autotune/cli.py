@@ -20,7 +20,9 @@ from ._progress import format_params
 from ._report import report, run_dashboard
 from ._spec import SamplerName, load_spec
 from ._study import StudySummary, create_study, list_studies, load_study, show_study
+from ._verify import verify
 from ._worker import run_worker
+from .dashboards import format_value, verification_lines
 from .objectives import TrialInputError
 from .storage import StorageError, mask_url, resolve_storage_url, serve_grpc_proxy
 
@@ -67,12 +69,17 @@ def _print_summary(summary: StudySummary) -> None:
             f"early stopping: {summary.stopped_early} trials stopped (pruned), "
             f"saving {summary.train_time_saved_s:.4g} s, {saved:.0%} of the training time"
         )
+    for line in verification_lines(summary.verification):
+        console.print(line, highlight=False, soft_wrap=True)
     table = Table("trial", "params", *summary.objectives, title="Pareto set")
     for row in summary.pareto:
         table.add_row(
             str(row.number),
             format_params(row.params),
-            *(f"{row.metrics.get(m, float('nan')):.4g}" for m in summary.objectives),
+            *(
+                format_value(row.metrics.get(m, float("nan")), m, summary.verification.verified.get(row.number))
+                for m in summary.objectives
+            ),
         )
     console.print(table)
 
@@ -97,8 +104,17 @@ def cmd_report(args: argparse.Namespace) -> None:
         print(f"{kind}: {path}")
 
 
+def cmd_verify(args: argparse.Namespace) -> None:
+    plan = verify(args.name, args.storage, pick=args.pick, seeds=args.seeds)
+    configs, seeds = ", ".join(map(str, plan.configs)), ", ".join(map(str, plan.seeds))
+    before = f" ({plan.queued_before} queued or run before)" if plan.queued_before else ""
+    print(f"queued {plan.queued} re-runs of trial {configs} with seeds {seeds}{before}")
+    if plan.queued:
+        print(f"run them with: autotune worker {args.name}; then: autotune study show {args.name}")
+
+
 def cmd_export(args: argparse.Namespace) -> None:
-    entries = export(args.name, args.storage, pick=args.pick, out=args.out, fmt=args.format)
+    entries = export(args.name, args.storage, pick=args.pick, verified=args.verified, out=args.out, fmt=args.format)
     if args.out is None:
         print(format_entries(entries, args.format), end="")
     else:
@@ -180,10 +196,20 @@ def build_parser() -> argparse.ArgumentParser:
     exp = commands.add_parser("export", help="the best configs, ready to train with (peft, trl, bitsandbytes kwargs)")
     exp.add_argument("name")
     exp.add_argument("--pick", default="pareto", help=f"which trials: {PICK_HELP} (default pareto)")
+    exp.add_argument("--verified", action="store_true", help="only configs that autotune verify re-ran")
     exp.add_argument("--out", help="file to write (default: stdout)")
     exp.add_argument("--format", choices=("yaml", "json"), default="yaml")
     exp.add_argument("--storage", help=storage_help)
     exp.set_defaults(func=cmd_export)
+
+    ver = commands.add_parser(
+        "verify", help="queue re-runs of the best configs with new seeds, to tell their advantage from noise"
+    )
+    ver.add_argument("name")
+    ver.add_argument("--pick", default="pareto", help=f"which configs: {PICK_HELP} (default pareto)")
+    ver.add_argument("--seeds", type=int, default=3, help="new training seeds per config, at least 2 (default 3)")
+    ver.add_argument("--storage", help=storage_help)
+    ver.set_defaults(func=cmd_verify)
 
     dash = commands.add_parser("dashboard", help="optuna-dashboard on the storage, with the report's figures")
     dash.add_argument("--storage", help=storage_help)

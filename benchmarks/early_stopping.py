@@ -1,5 +1,5 @@
-"""Early stopping measured: hypervolume against the training steps spent, for random search
-and the default sampler (gp), each with and without autotune's multi-objective early
+"""Early stopping measured: hypervolume against the training steps spent, for random search,
+gp and tpe (the default sampler), each with and without autotune's multi-objective early
 stopping, over seeds.
 
     python benchmarks/early_stopping.py --out benchmarks/results/early_stopping.json \\
@@ -37,8 +37,9 @@ from sample_efficiency import SPACE, _synthetic, _tabular, make_sampler, over_se
 from scipy.stats import spearmanr
 
 from autotune import EarlyStopping, SamplerSpec, SearchSpace
-from autotune._early_stopping import RUNGS, at_rung, goes_on, learns_from_stopped, rung_steps, values_at
+from autotune._early_stopping import RUNGS, at_rung, goes_on, rung_steps, values_at
 from autotune._outcome import STOPPED_AT, STOPPED_VALUES
+from autotune._samplers import sees_the_search
 from autotune.dashboards import hypervolume
 from autotune.objectives import load_table, synthetic_metrics
 
@@ -139,7 +140,7 @@ def run(problem: CurveProblem, method: str, seed: int, compute: float) -> Run:
     sampler_name, early, sees_stopped = METHODS[method]
     sampler = make_sampler(sampler_name, seed, N_FULL_TRIALS)
     study = optuna.create_study(
-        directions=["minimize", "minimize"], sampler=learns_from_stopped(sampler) if sees_stopped else sampler
+        directions=["minimize", "minimize"], sampler=sees_the_search(sampler) if sees_stopped else sampler
     )
     rungs = rung_steps(problem.early_stopping, problem.max_steps) if early else []
     budget = N_FULL_TRIALS * problem.max_steps * (compute if early else 1.0)

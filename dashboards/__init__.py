@@ -5,8 +5,11 @@ from ._dashboard import push_figures, serve
 from ._figures import hypervolume_figure, importance_figure, pareto_figure, pareto_figures
 from ._info import (
     ReportInfo,
+    SeedSpread,
     StudyPoints,
     TrialPoint,
+    Verification,
+    Verified,
     bounds_over,
     build_report_info,
     collect,
@@ -15,13 +18,16 @@ from ._info import (
     pareto_front,
     succeeded_study,
 )
-from ._write import CHROMIUM_FLAGS, report_figures, write_report
+from ._write import CHROMIUM_FLAGS, format_value, report_figures, verification_lines, write_report
 
 __all__ = [
     "CHROMIUM_FLAGS",
     "ReportInfo",
+    "SeedSpread",
     "StudyPoints",
     "TrialPoint",
+    "Verification",
+    "Verified",
     "bounds_over",
     "build_report_info",
     "collect",
@@ -34,7 +40,9 @@ __all__ = [
     "pareto_front",
     "succeeded_study",
     "push_figures",
+    "format_value",
     "report_figures",
+    "verification_lines",
     "serve",
     "write_report",
 ]

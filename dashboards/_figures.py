@@ -61,8 +61,33 @@ def pareto_figure(info: ReportInfo, x: str, y: str) -> go.Figure:
                 hoverinfo="text",
             )
         )
+        if study.verification.verified:
+            figure.add_trace(_verified_trace(study, x, y, colour, label))
     figure.update_layout(title=f"Pareto front: {y} against {x}", xaxis_title=x, yaxis_title=y, template="plotly_white")
     return figure
+
+
+def _verified_trace(study: StudyPoints, x: str, y: str, colour: str, label: str) -> go.Scatter:
+    """Each verified config at its mean over its new seeds, with ± one standard deviation as
+    error bars: how far the front's points may move with the seed."""
+    import plotly.graph_objects as go
+
+    verified = sorted(study.verification.verified.items())
+    return go.Scatter(
+        x=[v.mean[x] for _, v in verified],
+        y=[v.mean[y] for _, v in verified],
+        error_x={"type": "data", "array": [v.std[x] for _, v in verified], "color": colour},
+        error_y={"type": "data", "array": [v.std[y] for _, v in verified], "color": colour},
+        mode="markers",
+        marker={"color": colour, "symbol": "diamond-open", "size": 11},
+        name=f"{label}: verified, mean ± std over new seeds",
+        hovertext=[
+            f"trial {n} over seeds {', '.join(map(str, v.seeds))}<br>"
+            + "<br>".join(f"{m}={v.mean[m]:.4g} ± {v.std[m]:.2g}" for m in v.mean)
+            for n, v in verified
+        ],
+        hoverinfo="text",
+    )
 
 
 def pareto_figures(info: ReportInfo) -> list[go.Figure]:

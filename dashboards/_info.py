@@ -4,13 +4,25 @@ normalised hypervolume history, importances), for a study and its baseline."""
 from __future__ import annotations
 
 import warnings
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._outcome import is_feasible, never_ran, stopped, succeeded, train_time_saved_s, train_time_spent_s, used_budget
+from .._outcome import (
+    SEED,
+    VERIFIES,
+    is_feasible,
+    is_rerun,
+    never_ran,
+    searched,
+    stopped,
+    succeeded,
+    train_time_saved_s,
+    train_time_spent_s,
+    used_budget,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -25,16 +37,53 @@ class TrialPoint:
 
 
 @dataclass
+class Verified:
+    """A config of the search trained again with new seeds (`autotune verify`): its objectives
+    over those re-runs. Its first run is left out: it was picked for its values, which are
+    therefore biased in its favour (the winner's curse)."""
+
+    trials: list[int]  # the re-runs
+    seeds: list[int]
+    mean: dict[str, float]
+    std: dict[str, float]  # the sample standard deviation over the seeds
+
+
+@dataclass
+class SeedSpread:
+    """One objective's signal against its noise: how far one config's values move with the
+    seed (pooled over the verified configs) against how far apart the front's configs are."""
+
+    metric: str
+    seed_sd: float  # the root mean square of the verified configs' standard deviations
+    front_sd: float | None  # the standard deviation over the front's configs (None for one)
+    signal_to_noise: float | None  # front_sd / seed_sd
+    configs: int  # verified configs pooled
+
+
+@dataclass
+class Verification:
+    """What `autotune verify` found in a study."""
+
+    verified: dict[int, Verified] = field(default_factory=dict)  # trial number -> its re-runs
+    seed_spread: list[SeedSpread] = field(default_factory=list)  # per objective, once a config is verified
+    # A verified config on the front -> the other front configs that match it within the seed
+    # spread in every objective (verified means where there are): its place may be luck.
+    within_seed_spread_of: dict[int, list[int]] = field(default_factory=dict)
+    reruns_pending: int = 0  # re-runs queued or running
+
+
+@dataclass
 class StudyPoints:
     name: str
     sampler: str
-    trials: list[TrialPoint]  # trials that succeeded, by number
+    trials: list[TrialPoint]  # trials of the search that succeeded, by number
     pareto: list[TrialPoint]  # feasible, non-dominated
     budget_trials: list[int]  # the numbers of the finished trials that used the budget, in order
     failures: dict[str, int]  # failure reason -> count
     train_time_s: list[float]  # the training time each budget trial took
     stopped: int = 0  # trials stopped early
     train_time_saved_s: float = 0.0  # by stopping them
+    verification: Verification = field(default_factory=Verification)
 
 
 @dataclass
@@ -75,15 +124,23 @@ def collect(study: optuna.Study, metric_names: list[str], directions: list[str],
     points = [
         TrialPoint(t.number, dict(t.params), dict(zip(metric_names, t.values, strict=True)), is_feasible(t))
         for t in all_trials
-        if succeeded(t)
+        if searched(t)
     ]
     failures = Counter(
         t.user_attrs.get("failure_reason", "no reason recorded: a lost worker's trial, failed by the heartbeat")
         for t in all_trials
-        if t.state.is_finished() and not succeeded(t) and not never_ran(t) and not stopped(t)
+        if t.state.is_finished() and not succeeded(t) and not never_ran(t) and not stopped(t) and not is_rerun(t)
     )
     front = pareto_front(points, metric_names, directions)
     budget = [t for t in all_trials if used_budget(t)]
+    verified = verified_configs(all_trials, metric_names)
+    spread = seed_spread(front, verified, metric_names)
+    verification = Verification(
+        verified,
+        spread,
+        within_seed_spread(front, verified, spread, metric_names, directions),
+        sum(1 for t in all_trials if is_rerun(t) and not t.state.is_finished()),
+    )
     return StudyPoints(
         study.study_name,
         sampler,
@@ -94,16 +151,81 @@ def collect(study: optuna.Study, metric_names: list[str], directions: list[str],
         [train_time_spent_s(t) for t in budget],
         sum(1 for t in budget if stopped(t)),
         sum(train_time_saved_s(t) for t in budget),
+        verification,
     )
 
 
+def verified_configs(trials: list[optuna.trial.FrozenTrial], metric_names: list[str]) -> dict[int, Verified]:
+    """The configs with at least two re-runs that succeeded, by the number of their first trial."""
+    reruns: dict[int, list[optuna.trial.FrozenTrial]] = defaultdict(list)
+    for trial in trials:
+        if is_rerun(trial) and succeeded(trial):
+            reruns[trial.user_attrs[VERIFIES]].append(trial)
+    verified = {}
+    for number, runs in sorted(reruns.items()):
+        if len(runs) < 2:
+            continue
+        values = np.array([t.values for t in runs], dtype=float)
+        verified[number] = Verified(
+            trials=[t.number for t in runs],
+            seeds=[t.user_attrs[SEED] for t in runs],
+            mean=dict(zip(metric_names, values.mean(axis=0).tolist(), strict=True)),
+            # where the seeds all gave one value its spread is 0, not the rounding of the mean
+            std=dict(
+                zip(
+                    metric_names,
+                    np.where(np.ptp(values, axis=0) > 0, values.std(axis=0, ddof=1), 0.0).tolist(),
+                    strict=True,
+                )
+            ),
+        )
+    return verified
+
+
+def seed_spread(front: list[TrialPoint], verified: dict[int, Verified], metric_names: list[str]) -> list[SeedSpread]:
+    """Per objective, the seed spread against the spread between the front's configs (as
+    found); none before a config is verified."""
+    if not verified:
+        return []
+    spreads = []
+    for m in metric_names:
+        seed_sd = float(np.sqrt(np.mean([v.std[m] ** 2 for v in verified.values()])))
+        values = [p.metrics[m] for p in front]
+        front_sd = float(np.std(values, ddof=1)) if len(values) >= 2 else None
+        ratio = front_sd / seed_sd if front_sd is not None and seed_sd > 0 else None
+        spreads.append(SeedSpread(m, seed_sd, front_sd, ratio, len(verified)))
+    return spreads
+
+
+def within_seed_spread(
+    front: list[TrialPoint],
+    verified: dict[int, Verified],
+    spreads: list[SeedSpread],
+    metric_names: list[str],
+    directions: list[str],
+) -> dict[int, list[int]]:
+    """For each verified config on the front, the other front configs that it beats in no
+    objective by more than the seed spread."""
+    seed_sd = np.array([s.seed_sd for s in spreads])
+
+    def loss(point: TrialPoint) -> np.ndarray:
+        values = verified[point.number].mean if point.number in verified else point.metrics
+        return to_loss([values[m] for m in metric_names], directions)
+
+    matched = {}
+    for config in (p for p in front if p.number in verified):
+        advantages = {other.number: loss(other) - loss(config) for other in front if other is not config}
+        matched[config.number] = [n for n, a in advantages.items() if np.all(a <= seed_sd)]
+    return matched
+
+
 def succeeded_study(study: optuna.Study) -> optuna.Study:
-    """An in-memory copy of `study` holding only the trials that succeeded, for Optuna's
-    importances and plots, which read every COMPLETE trial."""
+    """An in-memory copy of `study` holding only the trials of the search that succeeded, for
+    Optuna's importances and plots, which read every COMPLETE trial."""
     import optuna
 
     copy = optuna.create_study(directions=study.directions)
-    copy.add_trials([t for t in study.get_trials(deepcopy=False) if succeeded(t)])
+    copy.add_trials([t for t in study.get_trials(deepcopy=False) if searched(t)])
     return copy
 
 
@@ -168,8 +290,8 @@ def _importances(study: optuna.Study, metric_names: list[str], directions: list[
 
     study = succeeded_study(study)
     complete = study.get_trials(deepcopy=False)
-    searched = sorted({name for t in complete for name, dist in t.distributions.items() if not dist.single()})
-    if len(complete) < 2 or not searched:
+    tuned = sorted({name for t in complete for name, dist in t.distributions.items() if not dist.single()})
+    if len(complete) < 2 or not tuned:
         return {}
     result = {}
     for i, (metric, direction) in enumerate(zip(metric_names, directions, strict=True)):
@@ -177,7 +299,7 @@ def _importances(study: optuna.Study, metric_names: list[str], directions: list[
         with warnings.catch_warnings():  # it warns that it ranks for low values: we pass losses
             warnings.simplefilter("ignore", UserWarning)
             values = optuna.importance.get_param_importances(
-                study, target=lambda t, i=i, sign=sign: sign * t.values[i], params=searched
+                study, target=lambda t, i=i, sign=sign: sign * t.values[i], params=tuned
             )
         result[metric] = {k: float(v) for k, v in values.items()}
     return result

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._figures import hypervolume_figure, importance_figure, pareto_figures
-from ._info import ReportInfo, StudyPoints
+from ._info import ReportInfo, SeedSpread, StudyPoints, TrialPoint, Verification, Verified
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -21,6 +21,45 @@ if TYPE_CHECKING:
 
 def _fmt(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def format_value(value: float, metric: str, verified: Verified | None) -> str:
+    """A trial's value of `metric`, followed where it is verified by its mean ± std over its
+    new seeds."""
+    if verified is None:
+        return f"{value:.4g}"
+    return f"{value:.4g} → {verified.mean[metric]:.4g} ± {verified.std[metric]:.2g}"
+
+
+def describe_seed_spread(spread: SeedSpread) -> str:
+    """One objective's seed spread against the spread between the front's configs."""
+    line = f"{spread.metric}: one config's seed spread (sd) {spread.seed_sd:.3g}, over {spread.configs} verified"
+    if spread.front_sd is None:
+        return line + "; the front holds one config"
+    line += f"; the front's configs spread {spread.front_sd:.3g}"
+    return line + (f": signal to noise {spread.signal_to_noise:.2g}" if spread.seed_sd > 0 else ": no seed noise")
+
+
+def verification_lines(verification: Verification) -> list[str]:
+    """What `autotune verify` found: the seed spread per objective, the front configs whose
+    advantage is within it, the re-runs still to come."""
+    lines = []
+    if verification.verified:
+        seeds = sorted({s for v in verification.verified.values() for s in v.seeds})
+        lines.append(
+            f"{len(verification.verified)} configs verified, each trained again with new seeds "
+            f"({', '.join(map(str, seeds))}); values shown as found → mean ± std over the new seeds."
+        )
+        lines += [describe_seed_spread(s) for s in verification.seed_spread]
+        for number, others in verification.within_seed_spread_of.items():
+            if others:
+                lines.append(
+                    f"trial {number} beats trial {', '.join(map(str, others))} by no more than the seed spread: "
+                    "its place on the front may be luck."
+                )
+    if verification.reruns_pending:
+        lines.append(f"{verification.reruns_pending} verification re-runs queued or running.")
+    return lines
 
 
 def _outcomes(study: StudyPoints) -> str:
@@ -44,13 +83,15 @@ def _markdown(info: ReportInfo) -> str:
         ]
         if study.failures:
             lines += ["Failed trials:", ""] + [f"- {n} × {reason}" for reason, n in study.failures.items()] + [""]
+        verification = verification_lines(study.verification)
+        if verification:
+            lines += [f"- {line}" for line in verification] + [""]
         params = sorted({k for p in study.pareto for k in p.params})
         lines += [
             "| trial | " + " | ".join(params + info.metric_names) + " |",
             "|---" * (1 + len(params) + len(info.metric_names)) + "|",
         ]
-        for p in sorted(study.pareto, key=lambda p: p.number):
-            cells = [_fmt(p.params.get(k, "")) for k in params] + [_fmt(p.metrics[m]) for m in info.metric_names]
+        for p, cells in _pareto_rows(study, params, info.metric_names):
             lines.append(f"| {p.number} | " + " | ".join(cells) + " |")
         lines.append("")
     bounds = ", ".join(
@@ -72,20 +113,33 @@ def _markdown(info: ReportInfo) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _pareto_rows(study: StudyPoints, params: list[str], metric_names: list[str]) -> list[tuple[TrialPoint, list[str]]]:
+    """Each front config's cells: its params, then its objectives (verified ones with their
+    mean ± std)."""
+    return [
+        (
+            p,
+            [_fmt(p.params.get(k, "")) for k in params]
+            + [format_value(p.metrics[m], m, study.verification.verified.get(p.number)) for m in metric_names],
+        )
+        for p in sorted(study.pareto, key=lambda p: p.number)
+    ]
+
+
 def _table(study: StudyPoints, metric_names: list[str]) -> str:
     params = sorted({k for p in study.pareto for k in p.params})
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ["trial", *params, *metric_names])
-    rows = []
-    for p in sorted(study.pareto, key=lambda p: p.number):
-        cells = (
-            [str(p.number)] + [_fmt(p.params.get(k, "")) for k in params] + [_fmt(p.metrics[m]) for m in metric_names]
-        )
-        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    rows = [
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in [str(p.number), *cells]) + "</tr>"
+        for p, cells in _pareto_rows(study, params, metric_names)
+    ]
     failures = "".join(f"<li>{n} × {html.escape(r)}</li>" for r, n in study.failures.items())
+    verification = "".join(f"<li>{html.escape(line)}</li>" for line in verification_lines(study.verification))
     return (
         f"<h2>{html.escape(study.name)} ({html.escape(study.sampler)}): Pareto trials</h2>"
         f"<p>{html.escape(_outcomes(study))}.</p>"
-        f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+        + (f"<ul class='verification'>{verification}</ul>" if verification else "")
+        + f"<table><tr>{head}</tr>{''.join(rows)}</table>"
         + (f"<p>Failed trials:</p><ul>{failures}</ul>" if failures else "")
     )
 

@@ -7,6 +7,7 @@ f1 stands for cost (train_time_s, peak_mem_gb, and tokens_per_s as 1/f1), f2 for
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 
 
@@ -26,14 +27,20 @@ def dtlz2(x: Sequence[float]) -> tuple[float, float]:
 TEST_FUNCTIONS = {"zdt1": zdt1, "dtlz2": dtlz2}
 
 
-def synthetic_metrics(kind: str, x: Sequence[float], fidelity: float = 1.0) -> dict[str, float]:
+def synthetic_metrics(
+    kind: str, x: Sequence[float], fidelity: float = 1.0, *, noise: float = 0.0, seed: int = 0
+) -> dict[str, float]:
     """The metrics of point `x`, as measured after `fidelity` (0..1] of the training steps: a
     multi-fidelity version for early stopping, in which the cost so far is that share of the
     whole and the quality is worse by up to (1 - fidelity), by a term that depends on x[-1]
-    in a way the final quality does not, so early values rank configs only roughly."""
+    in a way the final quality does not, so early values rank configs only roughly. With
+    `noise`, the quality moves by a normal draw of that standard deviation, the same for the
+    same `seed` and `x`, as a training run's does with its seed."""
     cost, quality = TEST_FUNCTIONS[kind](x)
     cost *= fidelity
     quality += (1.0 - fidelity) * 0.5 * (1.0 + math.cos(3.0 * math.pi * x[-1]))
+    if noise:
+        quality += noise * random.Random(f"{seed}:{list(x)!r}").gauss(0.0, 1.0)
     return {
         "eval_loss": quality,
         "perplexity": math.exp(quality),

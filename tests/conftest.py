@@ -8,7 +8,9 @@ import itertools
 import json
 import math
 import os
+import subprocess
 import uuid
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +180,48 @@ def postgres_url() -> Any:
     with admin.connect() as conn:
         conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+def _png_is_not_blank(path: Path) -> bool:
+    data = path.read_bytes()
+    chunks, at = [], 8
+    while at < len(data):
+        length = int.from_bytes(data[at : at + 4], "big")
+        kind = data[at + 4 : at + 8]
+        if kind == b"IDAT":
+            chunks.append(data[at + 8 : at + 8 + length])
+        at += 12 + length
+    raw = zlib.decompress(b"".join(chunks))
+    return len(set(raw)) > 50 and sum(1 for b in raw[::7] if b != 0xFF) > len(raw) // 7 // 50
+
+
+def open_in_chromium(page: Path, tmp_path: Path) -> Path:
+    """Open `page` in a real headless Chromium: no console error, and a screenshot that is
+    not blank (returned). Skipped where Debian's chromium is not installed."""
+    from autotune.dashboards import CHROMIUM_FLAGS
+
+    browser = "/usr/bin/chromium"
+    if not Path(browser).exists():
+        pytest.skip("Debian's chromium is not installed (scripts/test.sh installs it)")
+    shot = tmp_path / "page.png"
+    done = subprocess.run(
+        [
+            browser,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1200,1000",
+            "--virtual-time-budget=5000",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    console = [line for line in done.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert not console, console
+    assert _png_is_not_blank(shot)
+    return shot

@@ -211,3 +211,50 @@ def test_early_stopping_on_a_table_needs_its_learning_curves(tmp_path, capsys, s
     )
     assert "early stopping at steps 2, 4 needs the table's learning curves there (it has them at steps 1, 3)" in line
     _nothing_written(sqlite_url)
+
+
+def _zdt1_study(tmp_path: Path, url: str, trial: dict[str, Any] | None = None) -> None:
+    spec = {"trial": trial or {"kind": "zdt1", "noise": 0.1}, "budget": {"n_trials": 3}}
+    assert main(["study", "create", "s", "--config", str(write_spec(tmp_path / "s.yaml", spec)), "--storage", url]) == 0
+
+
+def _trial_count(url: str) -> int:
+    return len(optuna.load_study(study_name="s", storage=url).trials)
+
+
+def test_verify_a_study_with_no_complete_trial(tmp_path, capsys, sqlite_url):
+    _zdt1_study(tmp_path, sqlite_url)
+    line = _run(capsys, ["verify", "s", "--storage", sqlite_url])
+    assert "study 's' has no complete feasible trial yet; run a worker first: autotune worker s" in line
+    assert _trial_count(sqlite_url) == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--seeds", "1"], "--seeds must be at least 2 (a standard deviation needs two runs), got 1"),
+        (["--pick", "budget:train_time_s<=-1"], "no trial has train_time_s <= -1 (the lowest is"),
+        (["--pick", "trial:99"], "study 's' has no complete feasible trial 99; see: autotune study show s"),
+        (["--pick", "best"], "unknown --pick 'best'; use pareto | knee"),
+    ],
+)
+def test_verify_bad_seeds_or_a_pick_that_matches_nothing(tmp_path, capsys, sqlite_url, argv, expected):
+    _zdt1_study(tmp_path, sqlite_url)
+    assert main(["worker", "s", "--storage", sqlite_url]) == 0
+    assert expected in _run(capsys, ["verify", "s", *argv, "--storage", sqlite_url])
+    assert _trial_count(sqlite_url) == 3  # nothing queued
+
+
+def test_verify_a_table_replay(tmp_path, capsys, sqlite_url):
+    write_table(tmp_path / "table.json")
+    _zdt1_study(tmp_path, sqlite_url, trial={"kind": "tabular", "table": "table.json"})
+    assert main(["worker", "s", "--storage", sqlite_url]) == 0
+    line = _run(capsys, ["verify", "s", "--storage", sqlite_url])
+    assert "replays a table of runs, one seed per config: there is nothing to train again" in line
+
+
+def test_export_verified_before_any_verification(tmp_path, capsys, sqlite_url):
+    _zdt1_study(tmp_path, sqlite_url)
+    assert main(["worker", "s", "--storage", sqlite_url]) == 0
+    line = _run(capsys, ["export", "s", "--verified", "--storage", sqlite_url])
+    assert "none of the trials that --pick pareto chooses is verified yet; run: autotune verify s --pick pareto" in line

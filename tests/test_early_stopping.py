@@ -11,8 +11,9 @@ import threading
 import optuna
 import pytest
 
-from autotune._early_stopping import goes_on, learns_from_stopped, rung_steps
+from autotune._early_stopping import goes_on, rung_steps
 from autotune._runner import Runner
+from autotune._samplers import sees_the_search
 from autotune.cli import main
 from autotune.objectives import synthetic_metrics
 
@@ -56,7 +57,7 @@ def test_directions_and_non_finite_values():
     assert goes_on([1, 1], [[float("inf"), 1], [2, 2]], MIN, 3)  # a diverged trial counts, ranked last
 
 
-def test_the_sampler_sees_a_stopped_trial_as_complete_with_its_rung_values():
+def test_the_sampler_sees_a_stopped_trial_as_complete_with_its_rung_values_and_no_rerun():
     study = optuna.create_study(directions=MIN)
     distribution = optuna.distributions.FloatDistribution(0, 1)
     stopped = optuna.trial.create_trial(
@@ -65,7 +66,10 @@ def test_the_sampler_sees_a_stopped_trial_as_complete_with_its_rung_values():
         state=optuna.trial.TrialState.PRUNED,
         user_attrs={"stopped_at_step": 3, "stopped_values": [4.0, 2.0]},
     )
-    study.add_trial(stopped)
+    rerun = optuna.trial.create_trial(
+        params={"x": 0.5}, distributions={"x": distribution}, values=[3.0, 1.0], user_attrs={"verifies": 0, "seed": 43}
+    )
+    study.add_trials([stopped, rerun])
     seen: list[optuna.trial.FrozenTrial] = []
 
     class Spy(optuna.samplers.RandomSampler):
@@ -73,10 +77,10 @@ def test_the_sampler_sees_a_stopped_trial_as_complete_with_its_rung_values():
             seen.extend(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
             return super().sample_independent(study, trial, name, distribution)
 
-    study.sampler = learns_from_stopped(Spy(seed=0))
+    study.sampler = sees_the_search(Spy(seed=0))
     study.ask({"x": distribution})
     assert [(t.state, t.values) for t in seen] == [(optuna.trial.TrialState.COMPLETE, [4.0, 2.0])]
-    assert study.trials[0].state == optuna.trial.TrialState.PRUNED  # the study itself is unchanged
+    assert [t.state for t in study.trials[:2]] == [optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE]
 
 
 def test_multi_fidelity_values_rank_roughly_and_converge():
