@@ -46,8 +46,9 @@ def verification_lines(verification: Verification) -> list[str]:
     lines = []
     if verification.verified:
         seeds = sorted({s for v in verification.verified.values() for s in v.seeds})
+        n = len(verification.verified)
         lines.append(
-            f"{len(verification.verified)} configs verified, each trained again with new seeds "
+            f"{n} config{'s' if n > 1 else ''} verified, each trained again with new seeds "
             f"({', '.join(map(str, seeds))}); values shown as found → mean ± std over the new seeds."
         )
         lines += [describe_seed_spread(s) for s in verification.seed_spread]

@@ -99,7 +99,7 @@ def test_export_verified_and_the_report(tmp_path, sqlite_url, capsys):
     assert bars[0].error_x.array[0] > 0 and bars[0].error_y.array[0] == 0  # seed noise in the loss only
     written = autotune.report("z", sqlite_url, out=tmp_path / "report")
     summary = written["markdown"].read_text()
-    assert "1 configs verified" in summary and "signal to noise" in summary and " ± " in summary
+    assert "1 config verified" in summary and "signal to noise" in summary and " ± " in summary
     assert "verified, mean" in written["html"].read_text()  # the error-bar trace (± is escaped in its JSON)
     open_in_chromium(written["html"], tmp_path)  # the error bars draw with no script error
 
@@ -154,5 +154,5 @@ def test_verify_on_the_tiny_model_trains_with_new_seeds(tmp_path, tiny_model, da
     assert len(study.get_trials()) == 4
     capsys.readouterr()
     assert main(["study", "show", "s", "--storage", sqlite_url]) == 0
-    assert "1 configs verified" in capsys.readouterr().out
+    assert "1 config verified" in capsys.readouterr().out
     assert optuna.load_study(study_name="s", storage=sqlite_url).best_trials  # the study is whole
