@@ -16,7 +16,7 @@ import yaml
 from ._errors import AutotuneError
 from ._outcome import is_feasible
 from ._spec import StudySpec
-from ._study import load_study, pareto_trials
+from ._study import load_study, on_front
 from .dashboards import StudyPoints, bounds_over, collect, normalise
 from .objectives import METRICS
 
@@ -72,7 +72,8 @@ def _metric(trial: optuna.trial.FrozenTrial, metric: str) -> float:
     return float(trial.user_attrs["metrics"][metric])
 
 
-def pick_trials(study: optuna.Study, spec: StudySpec, pick: str) -> list[optuna.trial.FrozenTrial]:
+def pick_trials(study: optuna.Study, spec: StudySpec, pick: str, points: StudyPoints) -> list[optuna.trial.FrozenTrial]:
+    """The trials of `study` that `pick` chooses; `points` is the study's collect()."""
     match = _PICK.match(pick)
     if match is None:
         raise AutotuneError(f"unknown --pick {pick!r}; use {PICK_HELP}")
@@ -80,7 +81,8 @@ def pick_trials(study: optuna.Study, spec: StudySpec, pick: str) -> list[optuna.
     for name in (metric, budget_metric):
         if name is not None and name not in METRICS:
             raise AutotuneError(f"unknown metric {name!r} in --pick; choose from {', '.join(METRICS)}")
-    complete = [t for t in study.get_trials(deepcopy=False) if is_feasible(t)]
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if is_feasible(t)]
     if not complete:
         raise AutotuneError(
             f"study {study.study_name!r} has no complete feasible trial yet; "
@@ -93,11 +95,10 @@ def pick_trials(study: optuna.Study, spec: StudySpec, pick: str) -> list[optuna.
                 f"study {study.study_name!r} has no complete feasible trial {number}; see: autotune study show {study.study_name}"
             )
         return found
-    front = pareto_trials(study, spec)
+    front = on_front(trials, points)
     if whole == "pareto":
         return front
     if whole == "knee":
-        points = collect(study, spec.metric_names, spec.directions, spec.sampler.name)
         bounds = bounds_over([points], spec.metric_names, spec.directions)
         distance = {
             p.number: float(np.linalg.norm(normalise(p, spec.metric_names, spec.directions, bounds)))
@@ -133,8 +134,8 @@ def export(
         >>> autotune.export("lora-sweep", pick="knee", out="best.yaml")  # doctest: +SKIP
     """
     study, spec = load_study(name, storage)
-    chosen = pick_trials(study, spec, pick)
     points = collect(study, spec.metric_names, spec.directions, spec.sampler.name)
+    chosen = pick_trials(study, spec, pick, points)
     if verified:
         chosen = [t for t in chosen if t.number in points.verification.verified]
         if not chosen:

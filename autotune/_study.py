@@ -156,13 +156,8 @@ def _row(trial: optuna.trial.FrozenTrial, spec: StudySpec) -> TrialRow:
     )
 
 
-def pareto_trials(study: optuna.Study, spec: StudySpec) -> list[optuna.trial.FrozenTrial]:
-    """The study's Pareto set (feasible trials that succeeded, non-dominated), by number."""
-    points = collect(study, spec.metric_names, spec.directions, spec.sampler.name)
-    return _on_front(study.get_trials(deepcopy=False), points)
-
-
-def _on_front(trials: list[optuna.trial.FrozenTrial], points: StudyPoints) -> list[optuna.trial.FrozenTrial]:
+def on_front(trials: list[optuna.trial.FrozenTrial], points: StudyPoints) -> list[optuna.trial.FrozenTrial]:
+    """The trials of the study's Pareto set (`points.pareto`: feasible, non-dominated), by number."""
     front = {p.number for p in points.pareto}
     return [t for t in trials if t.number in front]
 
@@ -177,7 +172,7 @@ def summarize(study: optuna.Study, spec: StudySpec) -> StudySummary:
         objectives=spec.metric_names,
         directions=spec.directions,
         states=dict(Counter(t.state.name for t in trials)),
-        pareto=[_row(t, spec) for t in _on_front(trials, points)],
+        pareto=[_row(t, spec) for t in on_front(trials, points)],
         stopped_early=points.stopped,
         train_time_s=sum(points.train_time_s),
         train_time_saved_s=points.train_time_saved_s,

@@ -13,6 +13,7 @@ from ._export import pick_trials
 from ._outcome import SEED, VERIFIES, is_rerun, under_way
 from ._spec import TabularTrial
 from ._study import load_study
+from .dashboards import collect
 
 
 @dataclass
@@ -39,7 +40,7 @@ def verify(name: str, storage: str | None = None, *, pick: str = "pareto", seeds
             f"study {name!r} replays a table of runs, one seed per config: there is nothing to train again; "
             "verify a study whose trials train (trial kind qlora)"
         )
-    chosen = pick_trials(study, spec, pick)
+    chosen = pick_trials(study, spec, pick, collect(study, spec.metric_names, spec.directions, spec.sampler.name))
     new_seeds = [spec.training.seed + i for i in range(1, seeds + 1)]
     taken = {
         (t.user_attrs[VERIFIES], t.user_attrs[SEED])

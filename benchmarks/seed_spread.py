@@ -23,15 +23,17 @@ from autotune._demo import DEMO_STUDY
 
 
 def _machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-            if line.startswith("Model name")
-        ),
-        platform.processor(),
+    """The CPU's model, its core count and whether it computes bfloat16 natively (what
+    `compute_dtype: auto` trains in)."""
+    fields = dict(
+        line.split(":", 1)
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+        if ":" in line
     )
-    return f"{cpu}, {os.cpu_count()} cores"
+    flags = fields.get("Flags", "").split()
+    native = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    bf16 = f"native bf16 ({', '.join(native)})" if native else "no native bf16"
+    return f"{fields.get('Model name', platform.processor()).strip()}, {os.cpu_count()} cores, {bf16}"
 
 
 def main() -> None:

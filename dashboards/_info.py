@@ -166,18 +166,13 @@ def verified_configs(trials: list[optuna.trial.FrozenTrial], metric_names: list[
         if len(runs) < 2:
             continue
         values = np.array([t.values for t in runs], dtype=float)
+        # where the seeds all gave one value its spread is 0, not the rounding of the mean
+        std = np.where(np.ptp(values, axis=0) > 0, values.std(axis=0, ddof=1), 0.0)
         verified[number] = Verified(
             trials=[t.number for t in runs],
             seeds=[t.user_attrs[SEED] for t in runs],
             mean=dict(zip(metric_names, values.mean(axis=0).tolist(), strict=True)),
-            # where the seeds all gave one value its spread is 0, not the rounding of the mean
-            std=dict(
-                zip(
-                    metric_names,
-                    np.where(np.ptp(values, axis=0) > 0, values.std(axis=0, ddof=1), 0.0).tolist(),
-                    strict=True,
-                )
-            ),
+            std=dict(zip(metric_names, std.tolist(), strict=True)),
         )
     return verified
 
