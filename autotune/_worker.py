@@ -482,15 +482,17 @@ def _fast_result(
 ) -> dict[str, Any]:
     """The metrics after `step` of `max_steps`: a test function at that fidelity, or the table's
     learning curve at that step (the table records held-out loss and time along the curve;
-    the other metrics are the whole run's)."""
+    the other metrics are the whole run's), from one of the table's seeds, drawn by the
+    trial's seed and number."""
+    seed = _seed(spec, trial)
     if isinstance(spec.trial, TestFunctionTrial):
-        x, seed = spec.search_space.unit_point(trial.params), _seed(spec, trial)
+        x = spec.search_space.unit_point(trial.params)
         metrics = synthetic_metrics(spec.trial.kind, x, step / max_steps, noise=spec.trial.noise, seed=seed)
         return {"metrics": metrics, "info": {SEED: seed}}
     assert isinstance(spec.trial, TabularTrial)
     table = load_table(spec.trial.table)
     point = table.nearest(hyperparameters)
-    row = table.rows[point]
+    row = table.draw(point, f"{seed}:{trial.number}")
     if "error" in row:
         raise TrialFailed(f"failed when the table was made: {row['error']}", "config")
     metrics = {m: row[m] for m in METRICS}
@@ -501,7 +503,8 @@ def _fast_result(
             "perplexity": math.exp(curve["eval_loss"]),
             "train_time_s": curve["train_time_s"],
         }
-    return {"metrics": metrics, "info": {"grid_point": dict(zip(table.grid, point, strict=True))}}
+    grid_point = dict(zip(table.grid, point, strict=True))
+    return {"metrics": metrics, "info": {"grid_point": grid_point, "table_seed": row.get("seed")}}
 
 
 def _penalty(study: optuna.Study, spec: StudySpec) -> list[float] | None:

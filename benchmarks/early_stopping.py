@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-from sample_efficiency import SPACE, _synthetic, _tabular, make_sampler, over_seeds, table_scale
+from replay import table_scale
+from sample_efficiency import SPACE, _synthetic, _tabular, make_sampler, over_seeds
 from scipy.stats import spearmanr
 
 from autotune import EarlyStopping, SamplerSpec, SearchSpace
@@ -75,13 +76,13 @@ def _table_problem(path: Path, early_stopping: EarlyStopping) -> CurveProblem:
     max_steps = max(table.curve_steps)
 
     def measure(params: dict, step: int) -> tuple[float, float] | None:
-        row = table.rows[table.nearest(params)]
+        row = table.means[table.nearest(params)]
         if "error" in row:
             return None
         point = next(p for p in row["learning_curve"] if p["step"] == step)
         return point["eval_loss"], point["train_time_s"]
 
-    rows = [r for r in table.rows.values() if "error" not in r]
+    rows = [r for r in table.means.values() if "error" not in r]
     final = [r["eval_loss"] for r in rows]
     correlation = {
         step: float(

@@ -32,11 +32,12 @@ from typing import TypeVar
 
 import numpy as np
 import optuna
+from replay import ScoredTable
 
 from autotune import Range, SamplerSpec, SearchSpace
 from autotune._samplers import build_sampler
 from autotune.dashboards import hypervolume
-from autotune.objectives import Table, TrialInputError, load_table, synthetic_metrics
+from autotune.objectives import TrialInputError, load_table, synthetic_metrics
 
 _R = TypeVar("_R")
 SAMPLERS = ["gp", "tpe", "nsga2", "random", "qmc"]
@@ -71,36 +72,21 @@ def objective_point(kind: str, x: list[float]) -> tuple[float, float]:
     return m["train_time_s"], m["eval_loss"]
 
 
-def table_scale(table: Table) -> Callable[[float, float], np.ndarray]:
-    """(eval_loss, train_time_s) -> scaled: train time to [0, 1] over the grid, and eval_loss
-    from 0 at the grid's best to 1 at the base model's loss before fine-tuning, so that a
-    config no better than no fine-tuning adds nothing to the hypervolume (reference 1.1)."""
-    measured = [row for row in table.rows.values() if "error" not in row]
-    low = np.array([min(r["eval_loss"] for r in measured), min(r["train_time_s"] for r in measured)])
-    high = np.array([measured[0]["eval_loss_before"], max(r["train_time_s"] for r in measured)])
-    return lambda eval_loss, train_time_s: (np.array([eval_loss, train_time_s]) - low) / (high - low)
-
-
 def _tabular(path: Path) -> Problem:
-    """Minimise eval_loss and train_time_s (table_scale), on a search space spanning the grid
-    (log ranges); the table is replayed as workers replay it."""
-    table = load_table(str(path))
-    scale = table_scale(table)
-
-    def scaled(row: dict) -> tuple[float, float]:
-        if "error" in row:  # as a worker tells a failed config: the worst values
-            return 1.1, 1.1
-        return tuple(scale(row["eval_loss"], row["train_time_s"]))
+    """Minimise eval_loss and train_time_s (scaled as benchmarks/replay.py scales them, on the
+    configs' seed means), on a search space spanning the grid (log ranges where the grid
+    is log-spaced); each trial scores its nearest grid point's mean."""
+    scored = ScoredTable(load_table(str(path)))
+    table = scored.table
 
     def objective(params: dict) -> tuple[float, float]:
-        return scaled(table.rows[table.nearest(params)])
+        return tuple(scored.mean_points[table.nearest(params)])
 
     def train_time_s(params: dict) -> float:
-        return table.rows[table.nearest(params)].get("train_time_s", 0.0)
+        return table.means[table.nearest(params)].get("train_time_s", 0.0)
 
-    space = SearchSpace(**{name: Range(low=min(grid), high=max(grid), log=True) for name, grid in table.grid.items()})
-    front = hypervolume([np.array(scaled(row)) for row in table.rows.values()], 1.1)
-    return Problem(objective, front, space, train_time_s)
+    space = SearchSpace(**{name: Range(low=a.low, high=a.high, log=a.log) for name, a in scored.axes.items()})
+    return Problem(objective, scored.true_hypervolume, space, train_time_s)
 
 
 def make_sampler(name: str, seed: int, budget: int) -> optuna.samplers.BaseSampler:

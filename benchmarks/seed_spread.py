@@ -12,28 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
+from machine import describe
+
 import autotune
 from autotune._demo import DEMO_STUDY
-
-
-def _machine() -> str:
-    """The CPU's model, its core count and whether it computes bfloat16 natively (what
-    `compute_dtype: auto` trains in)."""
-    fields = dict(
-        line.split(":", 1)
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-        if ":" in line
-    )
-    flags = fields.get("Flags", "").split()
-    native = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
-    bf16 = f"native bf16 ({', '.join(native)})" if native else "no native bf16"
-    return f"{fields.get('Model name', platform.processor()).strip()}, {os.cpu_count()} cores, {bf16}"
 
 
 def main() -> None:
@@ -70,7 +55,7 @@ def main() -> None:
     args.out.write_text(
         json.dumps(
             {
-                "machine": _machine(),
+                "machine": describe(),
                 "storage": storage,
                 "pick": args.pick,
                 "knee": knee["trial"],

@@ -1,17 +1,19 @@
 """A tabular benchmark of real QLoRA runs: every config of a grid (lora_r, lora_alpha,
-learning_rate and the batch size) trained and evaluated with the project's own trial code
-on a fixed model, dataset and step budget, with its learning curve: the held-out loss after
-1/9, 1/3 and all of the steps (--curve-steps), and the training time taken to reach each.
-The table makes samplers and early stopping comparable in seconds
-(benchmarks/sample_efficiency.py replays it), and its exhaustive front is the ceiling.
+learning_rate and the batch size by default; lora_dropout too with --lora-dropout) trained
+and evaluated with the project's own trial code on a fixed model, dataset and step budget,
+with --seeds K training seeds per config, and its learning curve: the held-out loss after
+the --curve-steps and at the end, and the training time taken to reach each. The table
+makes samplers and early stopping comparable in seconds (benchmarks/efficiency.py replays
+it: one seed's row per trial, scored on each config's mean over its seeds), and its
+exhaustive front of the means is the ceiling.
 
-    python benchmarks/tabular_grid.py --out benchmarks/results/tabular_smollm2_curves_cpu.json
+    python benchmarks/tabular_grid.py --seeds 3 --out benchmarks/results/tabular_pydoc_alpaca_cpu.json
 
 Each process is a warm runner, as a worker's slot is: it loads the model and tokenizes the
-data once, then trains a fresh adapter per config (objectives' train_adapter). First it
-measures the seed noise: one config (--noise-config) trained with --noise-seeds seeds.
-Rows are appended to OUT.partial.jsonl as they finish, so a stopped run resumes (with the
-same options). The table replays as a study's trials with `trial: {kind: tabular, table: OUT}`."""
+data once, then trains a fresh adapter per config (objectives' train_adapter). Rows are
+appended to OUT.partial.jsonl as they finish, so a stopped run resumes (with the same
+options). Build a table on a quiet machine: train_time_s measures whatever else runs. The
+table replays as a study's trials with `trial: {kind: tabular, table: OUT}`."""
 
 from __future__ import annotations
 
@@ -20,7 +22,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import platform
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -28,28 +29,39 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import describe
 
-AXES = {  # the grid: hyperparameter -> its values
+AXES = {  # the grid: hyperparameter -> its default values (None: fixed, not an axis)
     "lora_r": [4, 16, 64],
     "lora_alpha": [4, 16, 64],
     "learning_rate": [float(x) for x in np.geomspace(1e-5, 1e-2, 6)],
     "per_device_train_batch_size": [2, 4],
+    "lora_dropout": None,
 }
 FIXED_HYPERPARAMETERS = {"lora_dropout": 0.05, "target_modules": "all-linear", "optim": "paged_adamw_8bit"}
-NOISE_CONFIG = "16,16,1.6e-3,2"  # a config near the middle of the grid, in AXES order
 
 _base: Any = None  # the process's loaded base (objectives' Base)
 
 
-def base_config(model: str, dataset: str, max_steps: int, curve_steps: list[int]) -> dict:
+def base_config(args: argparse.Namespace) -> dict:
     from autotune.objectives import resolve_cache_dir
 
+    n_eval = args.eval_examples
     return {
         "cache_dir": resolve_cache_dir(),
-        "rungs": [s for s in curve_steps if s < max_steps],
-        "model": model,
-        "dataset": {"path": dataset, "max_samples": 264, "max_length": 64, "eval_fraction": 1 / 11},
-        "training": {"max_steps": max_steps, "activation_checkpointing": False, "per_device_eval_batch_size": 24},
+        "rungs": [s for s in args.curve_steps if s < args.max_steps],
+        "model": args.model,
+        "dataset": {
+            "path": args.dataset,
+            "max_samples": args.train_examples + n_eval,
+            "max_length": args.max_length,
+            "eval_fraction": n_eval / (args.train_examples + n_eval),
+        },
+        "training": {
+            "max_steps": args.max_steps,
+            "activation_checkpointing": False,
+            "per_device_eval_batch_size": n_eval,
+        },
     }
 
 
@@ -60,7 +72,7 @@ def _numbers(kind: type) -> Callable[[str], list]:
 def _trial_config(base: dict, point: dict[str, float], seed: int) -> Any:
     from autotune.objectives import TrialConfig
 
-    hyperparameters = {**point, **FIXED_HYPERPARAMETERS}
+    hyperparameters = {**FIXED_HYPERPARAMETERS, **point}
     return TrialConfig.model_validate(
         {**base, "hyperparameters": hyperparameters, "training": {**base["training"], "seed": seed}}
     )
@@ -73,7 +85,7 @@ def _load_base(base: dict, threads: int) -> None:
 
     global _base
     torch.set_num_threads(threads)
-    any_point = {name: values[0] for name, values in AXES.items()}
+    any_point = {name: values[0] for name, values in AXES.items() if values}
     _base = load_base(_trial_config(base, any_point, 0))
 
 
@@ -105,23 +117,25 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--model", default="smollm2-135m", help="a model reference, as in a spec")
     parser.add_argument("--dataset", default="builtin:pydoc-topics", help="a dataset path, as in a spec")
+    parser.add_argument("--train-examples", type=int, default=240)
+    parser.add_argument("--eval-examples", type=int, default=24, help="the held-out examples")
+    parser.add_argument("--max-length", type=int, default=64, help="tokens per example")
     parser.add_argument("--max-steps", type=int, default=27)
     parser.add_argument(
         "--curve-steps", type=_numbers(int), default=[3, 9], help="steps before the last to evaluate at"
     )
     for name, values in AXES.items():
-        kind = int if name != "learning_rate" else float
+        kind = int if name in ("lora_r", "lora_alpha", "per_device_train_batch_size") else float
         option = "--" + name.replace("_", "-").replace("per-device-train-", "")
         parser.add_argument(option, dest=name, type=_numbers(kind), default=values, help="comma-separated values")
-    parser.add_argument("--noise-config", type=_numbers(float), default=NOISE_CONFIG, help="in grid axis order")
-    parser.add_argument("--noise-seeds", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=42, help="the training seed of the grid's runs")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds per config: --seed, --seed + 1, ...")
+    parser.add_argument("--seed", type=int, default=42, help="the first training seed")
     parser.add_argument("--processes", type=int, default=2)
     args = parser.parse_args()
-    axes = {name: getattr(args, name) for name in AXES}
-    noise_point = {name: type(axes[name][0])(v) for name, v in zip(axes, args.noise_config, strict=True)}
+    axes = {name: getattr(args, name) for name in AXES if getattr(args, name)}
     grid = [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())]
-    tasks = [(noise_point, seed) for seed in range(1, args.noise_seeds + 1)] + [(p, args.seed) for p in grid]
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    tasks = [(point, seed) for point in grid for seed in seeds]
 
     partial = args.out.with_suffix(".partial.jsonl")
     done = {}
@@ -132,9 +146,8 @@ def main() -> None:
     to_do = [(point, seed) for point, seed in tasks if (*point.values(), seed) not in done]
     threads = max(1, (os.cpu_count() or 1) // args.processes)
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    base = base_config(args.model, args.dataset, args.max_steps, args.curve_steps)
+    base = base_config(args)
     print(f"{len(done)} runs done, {len(to_do)} to go", flush=True)
-    import torch
 
     pool = multiprocessing.get_context("fork").Pool(args.processes, _load_base, (base, threads))
     with pool, partial.open("a") as sink:
@@ -151,18 +164,21 @@ def main() -> None:
             )
     from importlib.metadata import version
 
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     table = {
         "made_by": "benchmarks/tabular_grid.py",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {device}",
+        "machine": describe(),
         "processes": args.processes,
         "versions": {lib: version(lib) for lib in ("torch", "transformers", "peft", "trl", "bitsandbytes")},
-        "config": {**base, "hyperparameters": FIXED_HYPERPARAMETERS, "quantization": "nf4"},
+        "config": {
+            **base,
+            "hyperparameters": {k: v for k, v in FIXED_HYPERPARAMETERS.items() if k not in axes},
+            "quantization": "nf4",
+        },
         "grid": axes,
+        "seeds": seeds,
         "curve_steps": [*base["rungs"], args.max_steps],
-        "rows": [done[(*point.values(), args.seed)] for point in grid],
-        "seed_noise": [done[(*noise_point.values(), seed)] for seed in range(1, args.noise_seeds + 1)],
+        "rows": [done[(*point.values(), seed)] for point in grid for seed in seeds],
     }
     args.out.write_text(json.dumps(table, indent=1))
 

@@ -122,30 +122,33 @@ TABLE_GRID = {"lora_r": [4, 16], "lora_alpha": [8, 32], "learning_rate": [1e-4, 
 TABLE_FAILED_POINT = (16, 32, 1e-3)
 
 
-def write_table(path: Path) -> Path:
+def write_table(path: Path, seeds: int = 1) -> Path:
     """A 2x2x2 tabular benchmark, as benchmarks/tabular_grid.py writes one; every point's
-    metrics differ, one point failed, and each learning curve has a point at step 1 of 3."""
+    metrics differ, one point failed, and each learning curve has a point at step 1 of 3.
+    With `seeds`, each point has a row per training seed (42, 43, ...), its held-out loss
+    0.01 higher with each."""
     rows = []
     for i, (r, alpha, lr) in enumerate(itertools.product(*TABLE_GRID.values())):
-        row: dict[str, Any] = {"lora_r": r, "lora_alpha": alpha, "learning_rate": lr}
-        if (r, alpha, lr) == TABLE_FAILED_POINT:
-            row["error"] = "CUDA out of memory."
-        else:
-            loss = 3.0 - 0.1 * i
-            row |= {
-                "eval_loss": loss,
-                "perplexity": math.exp(loss),
-                "train_loss": loss + 0.5,
-                "train_time_s": 10.0 + i,
-                "peak_mem_gb": 1.0 + 0.01 * r,
-                "tokens_per_s": 100.0 - i,
-                "eval_loss_before": 3.5,
-                "learning_curve": [
-                    {"step": 1, "eval_loss": loss + 0.02 * i, "train_time_s": (10.0 + i) / 3},
-                    {"step": 3, "eval_loss": loss, "train_time_s": 10.0 + i},
-                ],
-            }
-        rows.append(row)
+        for seed in range(42, 42 + seeds):
+            row: dict[str, Any] = {"lora_r": r, "lora_alpha": alpha, "learning_rate": lr, "seed": seed}
+            if (r, alpha, lr) == TABLE_FAILED_POINT:
+                row["error"] = "CUDA out of memory."
+            else:
+                loss = 3.0 - 0.1 * i + 0.01 * (seed - 42)
+                row |= {
+                    "eval_loss": loss,
+                    "perplexity": math.exp(loss),
+                    "train_loss": loss + 0.5,
+                    "train_time_s": 10.0 + i,
+                    "peak_mem_gb": 1.0 + 0.01 * r,
+                    "tokens_per_s": 100.0 - i,
+                    "eval_loss_before": 3.5,
+                    "learning_curve": [
+                        {"step": 1, "eval_loss": loss + 0.02 * i, "train_time_s": (10.0 + i) / 3},
+                        {"step": 3, "eval_loss": loss, "train_time_s": 10.0 + i},
+                    ],
+                }
+            rows.append(row)
     path.write_text(json.dumps({"grid": TABLE_GRID, "curve_steps": [1, 3], "rows": rows}))
     return path
 

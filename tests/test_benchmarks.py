@@ -61,6 +61,41 @@ def test_early_stopping_tiny(tmp_path):
     assert [p["problem"] for p in result["other_problems"]] == ["zdt1 (multi-fidelity)"]
 
 
+def test_efficiency_tiny(tmp_path):
+    """Random's target and every hypervolume are scored on the configs' seed means: random's
+    50 trials see all 8 configs of the table, so it holds the whole front (1.0), though each
+    trial got one seed's draw."""
+    out = tmp_path / "eff.json"
+    table = write_table(tmp_path / "table.json", seeds=3)  # eval_loss 0.01 apart per seed
+    args = ["--out", str(out), "--table", str(table), "--seeds", "2", "--random-seeds", "5"]
+    done = _run(str(BENCHMARKS / "efficiency.py"), *args, "--methods", "random+es")  # and the default, tpe
+    assert "| tpe+es" not in done.stdout and "| random+es |" in done.stdout
+    result = json.loads(out.read_text())
+    measured = result["tables"]["table"]
+    # 10 random trials of 8 configs hold most of the front: the table cannot rank methods, so
+    # it does not decide the default.
+    assert measured["difficulty"]["random_at_10"]["median"] > 0.8
+    assert result["default"] == "tpe" and result["choice"]["chosen"] is None
+    assert result["choice"]["deciding_tables"] == []
+    assert measured["random_target"] == {"hypervolume_ratio": pytest.approx(1.0), "seeds": 5}
+    difficulty = measured["difficulty"]
+    assert difficulty["configs"] == 8 and difficulty["seeds_per_config"] == 3 and difficulty["failed_configs"] == 1
+    assert difficulty["seed_sd_eval_loss"]["pooled"] == pytest.approx(0.01)
+    assert set(difficulty["rung_spearman"]) == {"1"}
+    assert set(measured["methods"]) == {"random", "tpe", "random+es"}
+    for row in measured["methods"].values():
+        assert set(row["hv_at_compute"]) == {"0.1", "0.25", "0.5", "1.0"}
+        assert all(0 <= hv <= 1 + 1e-9 for hv in row["hv_at_compute"].values())
+        assert set(row["compute_to_random_final"]) == {"steps", "seconds"}
+    assert measured["methods"]["random+es"]["stopped"] > 0
+    missing = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "efficiency.py"), "--out", str(out), "--table", "no.json"],
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode == 2 and "no table at 'no.json'" in missing.stderr
+
+
 def test_overhead_tiny(tmp_path, tiny_model):
     out = tmp_path / "oh.json"
     args = ["--out", str(out), "--sizes", "5", "--samples", "2", "--model", str(tiny_model), "--trials", "2"]
@@ -83,8 +118,8 @@ def test_tabular_grid_tiny(tmp_path, tiny_model, dataset_file):
     out = tmp_path / "grid.json"
     args = ["--out", str(out), "--model", str(tiny_model), "--dataset", str(dataset_file), "--max-steps", "3"]
     grid = ["--lora-r", "4", "--lora-alpha", "4,16", "--learning-rate", "1e-3", "--batch-size", "2", "--processes", "1"]
-    noise = ["--curve-steps", "1", "--noise-config", "4,4,1e-3,2", "--noise-seeds", "2"]
-    _run(str(BENCHMARKS / "tabular_grid.py"), *args, *grid, *noise)
+    seeds = ["--curve-steps", "1", "--seeds", "2", "--train-examples", "20", "--eval-examples", "4"]
+    _run(str(BENCHMARKS / "tabular_grid.py"), *args, *grid, *seeds)
     table = load_table(str(out))
     assert table.grid == {
         "lora_r": [4],
@@ -93,13 +128,16 @@ def test_tabular_grid_tiny(tmp_path, tiny_model, dataset_file):
         "per_device_train_batch_size": [2],
     }
     assert table.curve_steps == [1, 3]
-    for row in table.rows.values():
-        assert row["eval_loss"] > 0 and row["train_time_s"] > 0
-        first, last = row["learning_curve"]
-        assert first["step"] == 1 and 0 < first["train_time_s"] < last["train_time_s"]
-        assert last == {"step": 3, "eval_loss": row["eval_loss"], "train_time_s": row["train_time_s"]}
+    for rows in table.rows.values():
+        assert [row["seed"] for row in rows] == [42, 43]
+        for row in rows:
+            assert row["eval_loss"] > 0 and row["train_time_s"] > 0
+            first, last = row["learning_curve"]
+            assert first["step"] == 1 and 0 < first["train_time_s"] < last["train_time_s"]
+            assert last == {"step": 3, "eval_loss": row["eval_loss"], "train_time_s": row["train_time_s"]}
+        assert rows[0]["eval_loss"] != rows[1]["eval_loss"]  # the seed moves the held-out loss
     made = json.loads(out.read_text())
     assert made["config"]["training"]["max_steps"] == 3 and "torch" in made["versions"]
-    assert [r["seed"] for r in made["seed_noise"]] == [1, 2]
+    assert made["config"]["dataset"]["max_samples"] == 24 and made["seeds"] == [42, 43]
     # A rerun resumes from the rows already measured.
-    assert "4 runs done, 0 to go" in _run(str(BENCHMARKS / "tabular_grid.py"), *args, *grid, *noise).stdout
+    assert "4 runs done, 0 to go" in _run(str(BENCHMARKS / "tabular_grid.py"), *args, *grid, *seeds).stdout

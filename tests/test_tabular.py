@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import optuna
+import pytest
 
 from autotune import load_spec, parse_spec
 from autotune.cli import main
@@ -57,6 +58,37 @@ def test_worker_replays_the_nearest_grid_point(tmp_path, sqlite_url):
         assert trial.values == [by_point[point]["eval_loss"], by_point[point]["peak_mem_gb"]]
 
 
+def test_a_table_with_seeds_replays_one_seed_per_trial(tmp_path, sqlite_url):
+    """Each trial gets one seed's row of its config, drawn from its seed and number: the draws
+    differ between trials, a second study of the same spec repeats them, and the table's
+    means average the seeds."""
+    table = write_table(tmp_path / "table.json", seeds=3)
+    spec = {
+        "trial": {"kind": "tabular", "table": "table.json"},
+        "search_space": {"lora_r": 4, "lora_alpha": 8, "learning_rate": 1e-4},  # one config, 20 times
+        "budget": {"n_trials": 20},
+    }
+    path = write_spec(tmp_path / "t.yaml", spec)
+    draws = []
+    for name in ("a", "b"):
+        assert main(["study", "create", name, "--config", str(path), "--storage", sqlite_url]) == 0
+        assert main(["worker", name, "--storage", sqlite_url]) == 0
+        trials = optuna.load_study(study_name=name, storage=sqlite_url).get_trials()
+        draws.append([(t.user_attrs["table_seed"], t.values[0]) for t in trials if t.values])
+    assert draws[0] == draws[1] and len(draws[0]) == 20
+    assert {seed for seed, _ in draws[0]} == {42, 43, 44}
+    for seed, loss in draws[0]:
+        assert loss == pytest.approx(3.0 + 0.01 * (seed - 42))
+    replayed = load_table(str(table))
+    assert replayed.means[(4, 8, 1e-4)]["eval_loss"] == pytest.approx(3.01)
+    assert replayed.means[(4, 8, 1e-4)]["learning_curve"][0] == {
+        "step": 1,
+        "eval_loss": pytest.approx(3.01),
+        "train_time_s": pytest.approx(10 / 3),
+    }
+    assert "error" in replayed.means[TABLE_FAILED_POINT]
+
+
 def test_committed_benchmark_replays(tmp_path, sqlite_url):
     """The CPU table in the repo is complete and its example spec runs as the README says."""
     spec = BENCHMARKS / "specs" / "tabular_smollm2_cpu.yaml"
@@ -67,7 +99,7 @@ def test_committed_benchmark_replays(tmp_path, sqlite_url):
     table = load_table(str(BENCHMARKS / "results" / "tabular_smollm2_cpu.json"))
     assert [len(v) for v in table.grid.values()] == [7, 7, 6]
     for trial in trials:
-        row = table.rows[tuple(trial.user_attrs["grid_point"].values())]
+        (row,) = table.rows[tuple(trial.user_attrs["grid_point"].values())]  # one seed per config
         assert trial.values == [row["eval_loss"], row["train_time_s"]]
 
 
@@ -83,7 +115,7 @@ def test_committed_learning_curve_table_replays_with_early_stopping(sqlite_url):
     ran = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(ran) == 20 and any(t.state.name == "PRUNED" for t in ran)
     for trial in ran:
-        row = table.rows[tuple(trial.user_attrs["grid_point"].values())]
+        (row,) = table.rows[tuple(trial.user_attrs["grid_point"].values())]
         if trial.state.name == "COMPLETE":
             assert trial.values == [row["eval_loss"], row["train_time_s"]]
             continue
