@@ -48,7 +48,7 @@ from machine import describe
 from replay import REFERENCE, Replay, ScoredTable
 from scipy.stats import spearmanr
 
-from autotune import EarlyStopping, Range, SamplerSpec, SearchSpace
+from autotune import EarlyStopping, SamplerSpec
 from autotune._early_stopping import RUNGS, goes_on, rung_steps, values_at
 from autotune._outcome import STOPPED_AT, STOPPED_VALUES
 from autotune._samplers import build_sampler, sees_the_search
@@ -68,6 +68,7 @@ class Method:
     qmc_startup: bool = False  # the sampler's first 10 trials from scrambled Sobol, not at random
 
 
+RANDOM = Method("random")
 CANDIDATES = {  # fixed before looking: what the default is chosen from
     "tpe": Method("tpe"),
     "gp": Method("gp"),
@@ -111,17 +112,13 @@ def default_method() -> str:
     return SamplerSpec().name
 
 
-def _space(replay: Replay) -> SearchSpace:
-    return SearchSpace(**{name: Range(low=a.low, high=a.high, log=a.log) for name, a in replay.axes.items()})
-
-
 def run_ours(method: Method, replay: Replay) -> None:
     sampler = build_sampler(SamplerSpec(name=method.sampler, seed=replay.seed), N_RANDOM_TRIALS, replay.seed)
     if method.qmc_startup:
         sampler = _QMCStartup(sampler, replay.seed)
     early = method.min_steps is not None
     study = optuna.create_study(directions=DIRECTIONS, sampler=sees_the_search(sampler) if early else sampler)
-    space = _space(replay)
+    space = replay.problem.search_space()
     rungs = []
     if early:
         first = max(1, round(method.min_steps * replay.max_steps))
@@ -149,15 +146,6 @@ def run_ours(method: Method, replay: Replay) -> None:
             continue
         if run.failed:
             study.tell(trial, [REFERENCE, REFERENCE])
-
-
-def run_random_50(replay: Replay) -> None:
-    space = _space(replay)
-    study = optuna.create_study(directions=DIRECTIONS, sampler=optuna.samplers.RandomSampler(replay.seed))
-    for _ in range(N_RANDOM_TRIALS):
-        trial = study.ask()
-        run = replay.trial(space.suggest(trial).model_dump())
-        study.tell(trial, run.scaled(run.run_to(replay.max_steps), replay.max_steps))
 
 
 def _quartiles(values: list[float]) -> list[float | None]:
@@ -239,8 +227,8 @@ def measure_table(
     random_seeds: int,
 ) -> dict:
     def random_run(seed: int) -> Replay:
-        replay = Replay(problem, seed, math.inf)
-        run_random_50(replay)
+        replay = Replay(problem, seed, math.inf, max_trials=N_RANDOM_TRIALS)
+        run_ours(RANDOM, replay)
         return replay
 
     random_runs = _timed(f"{name} random x {random_seeds}", lambda: [random_run(s) for s in range(random_seeds)])

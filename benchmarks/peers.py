@@ -58,12 +58,7 @@ def _syne_space(replay: Replay) -> dict[str, Any]:
 
 def _full_run(replay: Replay, trial: ReplayTrial) -> list[float]:
     """Train `trial` to the end (or until it fails): its scaled values."""
-    measured = None
-    for step in replay.curve_steps:
-        measured = trial.run_to(step)
-        if measured is None:
-            break
-    return trial.scaled(measured, replay.max_steps)
+    return trial.scaled(trial.run_to(replay.max_steps), replay.max_steps)
 
 
 def _syne_trial(trial_id: int, config: dict[str, Any]) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from autotune import Range, SearchSpace
 from autotune.dashboards import hypervolume
 from autotune.objectives import Table
 
@@ -33,7 +34,6 @@ class Axis:
     high: float
     log: bool  # the grid is log-spaced (every value > 0)
     integer: bool
-    values: list[float]  # the grid's values
 
 
 def table_scale(table: Table) -> Any:
@@ -60,13 +60,17 @@ class ScoredTable:
         self.true_hypervolume = hypervolume(list(self.mean_points.values()), REFERENCE)
         integer = {"lora_r", "lora_alpha", "per_device_train_batch_size"}
         self.axes = {  # the searched axes: those with more than one value
-            name: Axis(min(values), max(values), min(values) > 0, name in integer, values)
+            name: Axis(min(values), max(values), min(values) > 0, name in integer)
             for name, values in table.grid.items()
             if len(values) > 1
         }
         self.fixed = {name: values[0] for name, values in table.grid.items() if len(values) == 1}
         self.max_steps = table.curve_steps[-1]
         self.curve_steps = table.curve_steps  # where a trial can report; the last: the whole run
+
+    def search_space(self) -> SearchSpace:
+        """autotune's search space spanning the searched axes (log ranges where log-spaced)."""
+        return SearchSpace(**{name: Range(low=a.low, high=a.high, log=a.log) for name, a in self.axes.items()})
 
 
 @dataclass
@@ -94,10 +98,11 @@ class History:
 
 
 class Replay:
-    """One tuning run against a table, until `budget_s` training seconds are spent."""
+    """One tuning run against a table, until `budget_s` training seconds are spent or
+    `max_trials` trials started."""
 
-    def __init__(self, problem: ScoredTable, seed: int, budget_s: float) -> None:
-        self.problem, self.seed, self.budget_s = problem, seed, budget_s
+    def __init__(self, problem: ScoredTable, seed: int, budget_s: float, max_trials: int = MAX_TRIALS) -> None:
+        self.problem, self.seed, self.budget_s, self.max_trials = problem, seed, budget_s, max_trials
         self.axes, self.max_steps, self.curve_steps = problem.axes, problem.max_steps, problem.curve_steps
         self.history = History()
         self._front: list[np.ndarray] = []
@@ -105,8 +110,8 @@ class Replay:
 
     @property
     def done(self) -> bool:
-        """The budget is spent (or MAX_TRIALS started): start no more trials."""
-        return self._seconds >= self.budget_s or self.history.trials >= MAX_TRIALS
+        """The budget is spent: start no more trials."""
+        return self._seconds >= self.budget_s or self.history.trials >= self.max_trials
 
     def trial(self, params: dict[str, Any]) -> ReplayTrial:
         """A new trial of `params` (snapped to the nearest grid point), on a drawn seed."""
@@ -115,21 +120,21 @@ class Replay:
         point = table.nearest({**params, **self.problem.fixed})
         return ReplayTrial(self, point, table.draw(point, f"{self.seed}:{self.history.trials}"))
 
-    def _charge(self, steps: int, seconds: float) -> None:
+    def _charge(self, steps: int, seconds: float, finished: tuple[float, ...] | None = None) -> None:
+        """Charge a trial's compute; `finished`: the grid point of a trial that ran to the end,
+        whose config goes on the run's front."""
         self._steps += steps
         self._seconds += seconds
+        if finished is not None:
+            self._front.append(self.problem.mean_points[finished])
         self.history.steps.append(self._steps)
         self.history.seconds.append(self._seconds)
-        self.history.hypervolume.append(self._held())
-
-    def _held(self) -> float:
-        return hypervolume(self._front, REFERENCE) / self.problem.true_hypervolume
+        self.history.hypervolume.append(hypervolume(self._front, REFERENCE) / self.problem.true_hypervolume)
 
 
 class ReplayTrial:
     def __init__(self, replay: Replay, point: tuple[float, ...], row: dict[str, Any]) -> None:
         self.replay, self.point, self.row = replay, point, row
-        self.params = dict(zip(replay.problem.table.grid, point, strict=True))
         self.step, self._seconds = 0, 0.0
         self.failed = "error" in row
 
@@ -141,11 +146,9 @@ class ReplayTrial:
             self.replay._charge(0, 0.0)
             return None
         point = next(p for p in self.row["learning_curve"] if p["step"] == step)
-        self.replay._charge(step - self.step, point["train_time_s"] - self._seconds)
+        finished = self.point if step == self.replay.max_steps else None
+        self.replay._charge(step - self.step, point["train_time_s"] - self._seconds, finished)
         self.step, self._seconds = step, point["train_time_s"]
-        if step == self.replay.max_steps:  # ran to the end: its config is on the run's front
-            self.replay._front.append(self.replay.problem.mean_points[self.point])
-            self.replay.history.hypervolume[-1] = self.replay._held()
         return point["eval_loss"], point["train_time_s"]
 
     def stop(self) -> None:

@@ -34,7 +34,7 @@ import numpy as np
 import optuna
 from replay import ScoredTable
 
-from autotune import Range, SamplerSpec, SearchSpace
+from autotune import SamplerSpec, SearchSpace
 from autotune._samplers import build_sampler
 from autotune.dashboards import hypervolume
 from autotune.objectives import TrialInputError, load_table, synthetic_metrics
@@ -85,8 +85,7 @@ def _tabular(path: Path) -> Problem:
     def train_time_s(params: dict) -> float:
         return table.means[table.nearest(params)].get("train_time_s", 0.0)
 
-    space = SearchSpace(**{name: Range(low=a.low, high=a.high, log=a.log) for name, a in scored.axes.items()})
-    return Problem(objective, scored.true_hypervolume, space, train_time_s)
+    return Problem(objective, scored.true_hypervolume, scored.search_space(), train_time_s)
 
 
 def make_sampler(name: str, seed: int, budget: int) -> optuna.samplers.BaseSampler:
