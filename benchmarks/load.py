@@ -96,7 +96,8 @@ def run_load(
                     if running:
                         victim.send_signal(signal.SIGKILL)
                         victim.wait()
-                        killed += [(n, time.monotonic()) for n in running]
+                        # Read again: a trial told between the read and the kill was not killed.
+                        killed += [(n, time.monotonic()) for n in _running_trials_of(study, victim.pid)]
                         workers.append(_worker(name, url, logs / f"w{len(workers)}.log"))
                         break
             if restart_postgres and not restarted and finished >= n_trials // 3:
