@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import AutotuneError
 from ._spec import StudySpec
+from .storage import read_record
 
 if TYPE_CHECKING:
     import optuna
 
-PILOT_ATTR = "pilot"
 LIKE_ATTR = "autotune_like"
 # What two studies must share for their fronts to compare; the sampler may differ.
 _COMPARED = ("model", "dataset", "search_space", "objectives", "constraints", "training", "budget")
@@ -63,7 +63,7 @@ def copy_pilot_trials(source: optuna.Study, target: optuna.Study) -> int:
     """Copy the finished pilot trials of `source` into `target` (Optuna's add_trials)."""
     from optuna.trial import TrialState
 
-    pilots = [t for t in source.get_trials(deepcopy=False) if t.user_attrs.get(PILOT_ATTR)]
+    pilots = [t for t in source.get_trials(deepcopy=False) if read_record(t).pilot]
     unfinished = [t.number for t in pilots if not t.state.is_finished()]
     if unfinished:
         raise AutotuneError(

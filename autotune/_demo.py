@@ -20,8 +20,7 @@ from rich.text import Text
 from ._errors import Stopped
 from ._spec import load_spec
 from ._study import StudySummary, create_study, summarize
-from ._worker import budget_used
-from .storage import resolve_storage_url
+from .storage import budget_used, resolve_storage_url
 
 DEMO_SPEC = Path(__file__).with_name("demo.yaml")
 DEMO_STUDY = "demo"
@@ -103,7 +102,7 @@ def run_demo(storage: str | None = None, *, n_workers: int = 2, console: Console
     if received:
         raise Stopped(
             received[0],
-            f"demo stopped: {budget_used(study)} of {spec.budget.n_trials} trials used; run it again to go on",
+            f"demo stopped: {budget_used(study.get_trials(deepcopy=False))} of {spec.budget.n_trials} trials used; run it again to go on",
         )
-    console.print(f"demo: {budget_used(study)} of {spec.budget.n_trials} trials used")
+    console.print(f"demo: {budget_used(study.get_trials(deepcopy=False))} of {spec.budget.n_trials} trials used")
     return summarize(study, spec)

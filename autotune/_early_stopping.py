@@ -7,7 +7,8 @@ step budget) and records them in the study's storage (user attr `rungs`), so tha
 any machine rank against the same records. At each rung it goes on if it is among the best
 1/reduction_factor of the trials that reached that rung so far, itself included; otherwise
 it stops, and is told PRUNED with its last rung's values (`stopped_values`), which the
-sampler sees as a COMPLETE trial's (autotune._samplers.sees_the_search)."""
+sampler sees as a COMPLETE trial's (autotune._samplers.sees_the_search). The worker and the
+early-stopping benchmarks take a trial through its rungs with `reach_rung`."""
 
 from __future__ import annotations
 
@@ -18,11 +19,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ._spec import EarlyStopping
+from .storage import Rung, loss_sign, non_domination_rank, read_record, write_record
 
 if TYPE_CHECKING:
     import optuna
-
-RUNGS = "rungs"  # user attr: [{"step": s, "values": [...]}, ...], one per rung reached
 
 
 def rung_steps(early_stopping: EarlyStopping, max_steps: int) -> list[int]:
@@ -60,9 +60,7 @@ def _crowding_distance(losses: np.ndarray) -> np.ndarray:
 def promotion_keys(losses: np.ndarray) -> list[tuple[int, float]]:
     """Each point's place in the ranking, lower first: its non-dominated front, then minus its
     crowding distance within the front."""
-    from optuna.study._multi_objective import _fast_non_domination_rank
-
-    fronts = _fast_non_domination_rank(losses)
+    fronts = non_domination_rank(losses)
     distance = np.zeros(len(losses))
     for front in np.unique(fronts):
         members = np.flatnonzero(fronts == front)
@@ -78,7 +76,7 @@ def goes_on(
     SuccessiveHalvingPruner."""
     if not all(math.isfinite(v) for v in values):
         return False
-    sign = np.array([1.0 if d == "minimize" else -1.0 for d in directions])
+    sign = np.array([loss_sign(d) for d in directions])
     finite = [o for o in others if all(math.isfinite(v) for v in o)]
     losses = np.array([values, *finite], dtype=float) * sign
     keys = promotion_keys(losses)
@@ -88,10 +86,20 @@ def goes_on(
 
 def values_at(trials: Sequence[optuna.trial.FrozenTrial], step: int, but: int) -> list[list[float]]:
     """The values recorded at rung `step` by every trial but trial number `but`."""
-    return [
-        rung["values"]
-        for t in trials
-        if t.number != but
-        for rung in t.user_attrs.get(RUNGS, ())
-        if rung["step"] == step
-    ]
+    return [rung.values for t in trials if t.number != but for rung in read_record(t).rungs or () if rung.step == step]
+
+
+def reach_rung(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    step: int,
+    values: list[float],
+    directions: Sequence[str],
+    reduction_factor: int,
+) -> bool:
+    """Record the trial's `values` at rung `step` in the study, and say whether it goes on
+    against the values the other trials recorded there."""
+    reached = [*(read_record(trial).rungs or ()), Rung(step=step, values=values)]
+    write_record(trial, rungs=reached)
+    others = values_at(study.get_trials(deepcopy=False), step, but=trial.number)
+    return goes_on(values, others, directions, reduction_factor)

@@ -14,11 +14,11 @@ import numpy as np
 import yaml
 
 from ._errors import AutotuneError
-from ._outcome import is_feasible
 from ._spec import StudySpec
 from ._study import load_study, on_front
 from .dashboards import StudyPoints, bounds_over, collect, normalise
 from .objectives import METRICS
+from .storage import is_feasible, read_record
 
 if TYPE_CHECKING:
     import optuna
@@ -40,36 +40,36 @@ def _verified(points: StudyPoints, number: int) -> dict[str, Any]:
 
 
 def _entry(study_name: str, trial: optuna.trial.FrozenTrial, points: StudyPoints) -> dict[str, Any]:
+    record = read_record(trial)
     entry = {
         "study": study_name,
         "trial": trial.number,
         "params": dict(trial.params),
-        "metrics": trial.user_attrs.get("metrics", {}),
+        "metrics": record.metrics or {},
         **_verified(points, trial.number),
     }
-    if "config" not in trial.user_attrs:  # a test function or a table replayed: nothing was trained
-        return entry | ({"grid_point": trial.user_attrs["grid_point"]} if "grid_point" in trial.user_attrs else {})
+    if record.config is None:  # a test function or a table replayed: nothing was trained
+        return entry | ({"grid_point": record.grid_point} if record.grid_point is not None else {})
     # The library kwargs the trial trained with, as it recorded them (its compute dtype resolved).
-    sft = {k: v for k, v in trial.user_attrs["sft_config"].items() if k != "use_cpu"}
-    config = trial.user_attrs["config"]
+    sft = {k: v for k, v in (record.sft_config or {}).items() if k != "use_cpu"}
     return entry | {
-        "model": config["model"],
-        "dataset": config["dataset"],
-        "lora_config": trial.user_attrs["lora_config"],
+        "model": record.config["model"],
+        "dataset": record.config["dataset"],
+        "lora_config": record.lora_config,
         "sft_config": {"output_dir": f"outputs/{study_name}-trial-{trial.number}", **sft},
-        "quantization_config": trial.user_attrs["quantization_config"],
+        "quantization_config": record.quantization_config,
         "reproduce": {
-            "seed": trial.user_attrs.get("seed"),
-            "compute_dtype": trial.user_attrs.get("compute_dtype"),
-            "versions": trial.user_attrs.get("versions", {}),
-            "device": trial.user_attrs.get("device"),
-            "trial_config": config,
+            "seed": record.seed,
+            "compute_dtype": record.compute_dtype,
+            "versions": record.versions or {},
+            "device": record.device,
+            "trial_config": record.config,
         },
     }
 
 
 def _metric(trial: optuna.trial.FrozenTrial, metric: str) -> float:
-    return float(trial.user_attrs["metrics"][metric])
+    return float((read_record(trial).metrics or {})[metric])
 
 
 def pick_trials(study: optuna.Study, spec: StudySpec, pick: str, points: StudyPoints) -> list[optuna.trial.FrozenTrial]:

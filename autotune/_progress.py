@@ -9,7 +9,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from ._outcome import SEED, STOPPED_AT, VERIFIES, is_rerun, stopped
+from .storage import is_rerun, read_record, stopped
 
 if TYPE_CHECKING:
     import optuna
@@ -64,20 +64,22 @@ class WorkerProgress:
     def finished(self, trial: optuna.trial.FrozenTrial) -> None:
         self._running.pop(trial.number, None)
         took = trial.duration.total_seconds() if trial.duration else 0.0
-        failed = "failure_reason" in trial.user_attrs  # a failed config may be told as infeasible
+        record = read_record(trial)
+        failed = record.failure_reason is not None  # a failed config may be told as infeasible
         state = "FAIL" if failed else trial.state.name
         head = f"trial {trial.number:>3} {state:<8} {format_params(trial.params)}"
         if is_rerun(trial):
-            head += f" (re-run of trial {trial.user_attrs[VERIFIES]}, seed {trial.user_attrs[SEED]})"
+            head += f" (re-run of trial {record.verifies}, seed {record.seed})"
         if stopped(trial):  # its metrics are the rung's, the time extrapolated
-            detail = format_metrics(trial.user_attrs["metrics"], self._metric_names)
-            at = trial.user_attrs[STOPPED_AT]
-            line = Text.assemble((head, "yellow"), f"  stopped at step {at}: {detail}  ({took:.0f} s)")
+            detail = format_metrics(record.metrics or {}, self._metric_names)
+            line = Text.assemble(
+                (head, "yellow"), f"  stopped at step {record.stopped_at_step}: {detail}  ({took:.0f} s)"
+            )
         elif not failed:
-            detail = format_metrics(trial.user_attrs.get("metrics", {}), self._metric_names)
+            detail = format_metrics(record.metrics or {}, self._metric_names)
             line = Text.assemble((head, "green"), f"  {detail}  ({took:.0f} s)")
         else:
-            reason = trial.user_attrs.get("failure_reason", "failed")
+            reason = record.failure_reason
             line = Text.assemble((head, "red"), f"  {reason}  ({took:.0f} s)")
         self._console.print(line, highlight=False, soft_wrap=True)
 

@@ -16,21 +16,16 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from typing import IO, Any, Literal
+from typing import IO, Any
 
-from .objectives import TrialConfig
-from .objectives._train import base_key
+from .objectives import AnyConfig, TrialConfig, warm_key
+from .storage import FailureKind
 
-FailureKind = Literal["config", "input", "interrupted", "surplus", "duplicate"]
 _POLL_S = 0.2
 
 
 class TrialFailed(Exception):
-    """A trial ended without metrics. `kind` says why: `config` (the config itself failed:
-    an error, an OOM, a crash, a time limit), `input` (the model or data cannot be used on
-    this machine: no config would run), `interrupted` (the worker was stopped), `surplus`
-    (the budget was used by other workers first) or `duplicate` (the config was already
-    tried or in flight): the last three never trained."""
+    """A trial ended without metrics; `kind` says why (storage.FailureKind)."""
 
     def __init__(self, reason: str, kind: FailureKind, log_tail: str = "") -> None:
         super().__init__(reason)
@@ -51,6 +46,8 @@ def failed(answer: dict[str, Any], log_tail: str) -> TrialFailed:
     error = answer["error"]
     if error["kind"] == "input":
         return TrialFailed(error["message"], "input", log_tail)
+    if error["kind"] == "recorded":
+        return TrialFailed(error["message"], "config", log_tail)
     reason = f"{error['type']}: {error['message']}"
     return TrialFailed(f"CUDA OOM: {reason}" if error["kind"] == "oom" else reason, "config", log_tail)
 
@@ -82,9 +79,9 @@ class Runner:
         self._trials = 0
         return self._process
 
-    def _ready(self, config: TrialConfig) -> subprocess.Popen[bytes]:
+    def _ready(self, config: AnyConfig) -> subprocess.Popen[bytes]:
         process = self._process
-        key = base_key(config)
+        key = warm_key(config)
         if process is None or process.poll() is not None or self._trials >= self.trials_per_runner or key != self._key:
             process = self._start()
         self._key = key
@@ -97,7 +94,7 @@ class Runner:
 
     def run(
         self,
-        config: TrialConfig,
+        config: AnyConfig,
         *,
         stop: threading.Event,
         time_limit_s: float | None = None,
@@ -108,7 +105,8 @@ class Runner:
         process = self._ready(config)
         assert process.stdin is not None and process.stdout is not None and self._log is not None
         log_start = self._log.seek(0, os.SEEK_END)
-        self._trials += 1
+        if isinstance(config, TrialConfig):  # training may leak; a simulated trial leaves nothing behind
+            self._trials += 1
         self._send(process, config.model_dump_json())
         started, received = time.monotonic(), b""
         while True:

@@ -6,8 +6,8 @@ import copy
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from ._outcome import STOPPED_VALUES, is_rerun, stopped
 from ._spec import SamplerSpec
+from .storage import is_rerun, read_record, stopped
 
 if TYPE_CHECKING:
     import optuna
@@ -59,7 +59,7 @@ class _StudyAsSamplerSees:
                 continue
             if stopped(trial):
                 trial = copy.copy(trial)
-                trial.state, trial.values = TrialState.COMPLETE, trial.user_attrs[STOPPED_VALUES]
+                trial.state, trial.values = TrialState.COMPLETE, read_record(trial).stopped_values
             if states is None or trial.state in states:
                 seen.append(trial)
         return seen

@@ -125,15 +125,10 @@ class TabularTrial(_TrialKindBase):
     table: str = Field(min_length=1)
 
 
-_OLD_TABULAR = "tabular:"  # the earlier form, `kind: "tabular:<file>"`, is still read
-
-
 def _read_trial(value: Any) -> Any:
     if not isinstance(value, dict):
         return value
     kind = value.get("kind", "qlora")
-    if isinstance(kind, str) and kind.startswith(_OLD_TABULAR):
-        return {**value, "kind": "tabular", "table": kind.removeprefix(_OLD_TABULAR)}
     if kind not in ("qlora", "tabular", *TEST_FUNCTIONS):
         raise ValueError(
             f"unknown trial kind {kind!r}; choose qlora, {', '.join(TEST_FUNCTIONS)} or tabular (with table: FILE)"

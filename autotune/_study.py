@@ -7,14 +7,13 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._baseline import LIKE_ATTR, PILOT_ATTR, copy_pilot_trials, pilot_points, require_comparable
+from ._baseline import LIKE_ATTR, copy_pilot_trials, pilot_points, require_comparable
 from ._early_stopping import rung_steps
 from ._errors import AutotuneError
-from ._outcome import is_feasible
 from ._spec import QLoRATrial, StudySpec, TabularTrial, parse_spec
 from .dashboards import StudyPoints, Verification, collect
 from .objectives import TrialInputError, check_model_reference, load_examples, load_table
-from .storage import mask_url, open_storage, resolve_storage_url
+from .storage import is_feasible, mask_url, open_storage, read_record, record_attrs, resolve_storage_url
 
 if TYPE_CHECKING:
     import optuna
@@ -84,7 +83,7 @@ def create_study(
             copy_pilot_trials(source, study)
         else:
             for point in pilot_points(spec):
-                study.enqueue_trial(point, user_attrs={PILOT_ATTR: True})
+                study.enqueue_trial(point, user_attrs=record_attrs(pilot=True))
         for point in spec.enqueue_trials:
             study.enqueue_trial(spec.search_space.encode_point(point), skip_if_exists=True)
     except BaseException:
@@ -145,14 +144,15 @@ class StudySummary:
 
 
 def _row(trial: optuna.trial.FrozenTrial, spec: StudySpec) -> TrialRow:
-    metrics = trial.user_attrs.get("metrics") or dict(zip(spec.metric_names, trial.values or [], strict=False))
+    record = read_record(trial)
+    metrics = record.metrics or dict(zip(spec.metric_names, trial.values or [], strict=False))
     return TrialRow(
         number=trial.number,
         state=trial.state.name,
         params=trial.params,
         metrics=metrics,
         feasible=is_feasible(trial),
-        failure=trial.user_attrs.get("failure_reason"),
+        failure=record.failure_reason,
     )
 
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 from ._errors import AutotuneError
 from ._export import pick_trials
-from ._outcome import SEED, VERIFIES, is_rerun, under_way
 from ._spec import TabularTrial
 from ._study import load_study
 from .dashboards import collect
+from .storage import is_rerun, read_record, record_attrs, under_way
 
 
 @dataclass
@@ -43,7 +43,7 @@ def verify(name: str, storage: str | None = None, *, pick: str = "pareto", seeds
     chosen = pick_trials(study, spec, pick, collect(study, spec.metric_names, spec.directions, spec.sampler.name))
     new_seeds = [spec.training.seed + i for i in range(1, seeds + 1)]
     taken = {
-        (t.user_attrs[VERIFIES], t.user_attrs[SEED])
+        (read_record(t).verifies, read_record(t).seed)
         for t in study.get_trials(deepcopy=False)
         if is_rerun(t) and under_way(t)
     }
@@ -51,6 +51,6 @@ def verify(name: str, storage: str | None = None, *, pick: str = "pareto", seeds
     for trial in chosen:
         for seed in new_seeds:
             if (trial.number, seed) not in taken:
-                study.enqueue_trial(trial.params, user_attrs={VERIFIES: trial.number, SEED: seed})
+                study.enqueue_trial(trial.params, user_attrs=record_attrs(verifies=trial.number, seed=seed))
                 queued += 1
     return VerifyPlan([t.number for t in chosen], new_seeds, queued, len(chosen) * seeds - queued)

@@ -38,11 +38,11 @@ from sample_efficiency import SPACE, _synthetic, _tabular, make_sampler, over_se
 from scipy.stats import spearmanr
 
 from autotune import EarlyStopping, SamplerSpec, SearchSpace
-from autotune._early_stopping import RUNGS, at_rung, goes_on, rung_steps, values_at
-from autotune._outcome import STOPPED_AT, STOPPED_VALUES
+from autotune._early_stopping import at_rung, reach_rung, rung_steps
 from autotune._samplers import sees_the_search
 from autotune.dashboards import hypervolume
 from autotune.objectives import load_table, synthetic_metrics
+from autotune.storage import write_record
 
 N_FULL_TRIALS = 50  # the compute of each run: as many steps as 50 whole trials
 MAX_TRIALS = 100
@@ -154,7 +154,7 @@ def run(problem: CurveProblem, method: str, seed: int, compute: float) -> Run:
         params = problem.space.suggest(trial).model_dump()
         region = problem.region(params)
         result.proposed_in_stopped_region += region in stopped_regions
-        reached, ran = [], problem.max_steps
+        ran = problem.max_steps
         for step in rungs:
             measured = problem.measure(params, step)
             if measured is None:
@@ -162,13 +162,11 @@ def run(problem: CurveProblem, method: str, seed: int, compute: float) -> Run:
             loss, time_s = measured
             extrapolated = at_rung({"eval_loss": loss, "train_time_s": time_s}, step, problem.max_steps)
             values = [float(v) for v in problem.scale(extrapolated["eval_loss"], extrapolated["train_time_s"])]
-            reached.append({"step": step, "values": values})
-            trial.set_user_attr(RUNGS, reached)
-            others = values_at(study.get_trials(deepcopy=False), step, but=trial.number)
-            if not goes_on(values, others, ["minimize", "minimize"], problem.early_stopping.reduction_factor):
+            if not reach_rung(
+                study, trial, step, values, ["minimize", "minimize"], problem.early_stopping.reduction_factor
+            ):
                 ran = step
-                trial.set_user_attr(STOPPED_VALUES, values)
-                trial.set_user_attr(STOPPED_AT, step)
+                write_record(trial, stopped_values=values, stopped_at_step=step)
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 stopped_regions.add(region)
                 result.stopped += 1

@@ -49,10 +49,10 @@ from replay import REFERENCE, Replay, ScoredTable
 from scipy.stats import spearmanr
 
 from autotune import EarlyStopping, SamplerSpec
-from autotune._early_stopping import RUNGS, goes_on, rung_steps, values_at
-from autotune._outcome import STOPPED_AT, STOPPED_VALUES
+from autotune._early_stopping import reach_rung, rung_steps
 from autotune._samplers import build_sampler, sees_the_search
 from autotune.objectives import TrialInputError, load_table
+from autotune.storage import write_record
 
 N_RANDOM_TRIALS = 50
 FRACTIONS = [0.1, 0.25, 0.5, 1.0]
@@ -126,18 +126,13 @@ def run_ours(method: Method, replay: Replay) -> None:
     while not replay.done:
         trial = study.ask()
         run = replay.trial(space.suggest(trial).model_dump())
-        reached = []
         for step in rungs:
             measured = run.run_to(step)
             values = run.scaled(measured, step)
             if measured is None:
                 break
-            reached.append({"step": step, "values": values})
-            trial.set_user_attr(RUNGS, reached)
-            others = values_at(study.get_trials(deepcopy=False), step, but=trial.number)
-            if not goes_on(values, others, DIRECTIONS, method.reduction_factor):
-                trial.set_user_attr(STOPPED_VALUES, values)
-                trial.set_user_attr(STOPPED_AT, step)
+            if not reach_rung(study, trial, step, values, DIRECTIONS, method.reduction_factor):
+                write_record(trial, stopped_values=values, stopped_at_step=step)
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 run.stop()
                 break

@@ -27,7 +27,7 @@ from typing import Any
 import optuna
 import yaml
 
-from autotune.storage import open_storage
+from autotune.storage import open_storage, read_record
 
 HEARTBEAT_S, GRACE_S = 1, 3
 
@@ -52,7 +52,7 @@ def _running_trials_of(study: optuna.Study, pid: int) -> list[int]:
     return [
         t.number
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-        if t.user_attrs.get("worker", "").endswith(f":{pid}")
+        if (read_record(t).worker or "").endswith(f":{pid}")
     ]
 
 

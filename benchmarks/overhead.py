@@ -137,9 +137,9 @@ def _per_trial_overhead(model: str, n_trials: int, max_length: int, max_steps: i
     from autotune import create_study, parse_spec
     from autotune._progress import WorkerProgress
     from autotune._runner import Runner
-    from autotune._worker import _tell_complete, _Worker
+    from autotune._tell import Teller
     from autotune.objectives import DEMO_CORPUS, TrialConfig, resolve_cache_dir
-    from autotune.storage import AskLock
+    from autotune.storage import Retry
 
     spec = parse_spec(
         {
@@ -162,15 +162,8 @@ def _per_trial_overhead(model: str, n_trials: int, max_length: int, max_steps: i
         for kind, per_runner in (("cold", 1), ("warm", n_trials)):
             url = f"sqlite:///{tmp}/{kind}.db"
             study = create_study(kind, spec, url)
-            worker = _Worker(
-                study,
-                spec,
-                url,
-                resolve_cache_dir(),
-                0,
-                WorkerProgress(Console(quiet=True), spec.metric_names),
-                AskLock(url, kind),
-            )
+            progress = WorkerProgress(Console(quiet=True), spec.metric_names)
+            teller = Teller(study, spec, Retry(url, progress.note), progress)
             runner, stop = Runner(None, per_runner), threading.Event()
             rows[kind] = []
             for number in range(n_trials):
@@ -187,7 +180,7 @@ def _per_trial_overhead(model: str, n_trials: int, max_length: int, max_steps: i
                 )
                 result = runner.run(config, stop=stop)
                 ran = time.perf_counter()
-                _tell_complete(worker, trial, result)
+                teller.result(trial, result)
                 told = time.perf_counter()
                 t = result["info"]["timings"]
                 row = {

@@ -27,6 +27,7 @@ import yaml
 from sample_efficiency import _synthetic
 
 from autotune.dashboards import hypervolume
+from autotune.storage import read_record
 
 MODES = {
     "1 worker": (1, None),
@@ -64,7 +65,7 @@ def run(mode: str, seed: int, budget: int, delay: float, folder: Path) -> dict:
     return {
         "complete": len(complete),
         "distinct": len({tuple(sorted(t.params.items())) for t in complete}),
-        "duplicates_caught": sum(1 for t in trials if t.user_attrs.get("failure_kind") == "duplicate"),
+        "duplicates_caught": sum(1 for t in trials if read_record(t).failure_kind == "duplicate"),
         "hypervolume_ratio": hv,
         "wall_s": wall,
     }

@@ -10,15 +10,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._outcome import (
-    SEED,
-    VERIFIES,
+from ..storage import (
     is_feasible,
     is_rerun,
+    loss_sign,
     never_ran,
+    non_domination_rank,
+    read_record,
     searched,
     stopped,
     succeeded,
+    to_loss,
     train_time_saved_s,
     train_time_spent_s,
     used_budget,
@@ -104,19 +106,13 @@ class ReportInfo:
         return asdict(self)
 
 
-def _dominates(a: np.ndarray, b: np.ndarray) -> bool:
-    return bool(np.all(a <= b) and np.any(a < b))
-
-
-def to_loss(values: list[float], directions: list[str]) -> np.ndarray:
-    """Values as losses: maximised objectives negated."""
-    return np.array([v if d == "minimize" else -v for v, d in zip(values, directions, strict=True)], dtype=float)
-
-
 def pareto_front(points: list[TrialPoint], metric_names: list[str], directions: list[str]) -> list[TrialPoint]:
+    """The feasible points no other feasible point dominates."""
     feasible = [p for p in points if p.feasible]
-    losses = [to_loss([p.metrics[m] for m in metric_names], directions) for p in feasible]
-    return [p for p, loss in zip(feasible, losses, strict=True) if not any(_dominates(o, loss) for o in losses)]
+    if not feasible:
+        return []
+    ranks = non_domination_rank(np.array([to_loss([p.metrics[m] for m in metric_names], directions) for p in feasible]))
+    return [p for p, rank in zip(feasible, ranks, strict=True) if rank == 0]
 
 
 def collect(study: optuna.Study, metric_names: list[str], directions: list[str], sampler: str) -> StudyPoints:
@@ -127,7 +123,7 @@ def collect(study: optuna.Study, metric_names: list[str], directions: list[str],
         if searched(t)
     ]
     failures = Counter(
-        t.user_attrs.get("failure_reason", "no reason recorded: a lost worker's trial, failed by the heartbeat")
+        read_record(t).failure_reason or "no reason recorded: a lost worker's trial, failed by the heartbeat"
         for t in all_trials
         if t.state.is_finished() and not succeeded(t) and not never_ran(t) and not stopped(t) and not is_rerun(t)
     )
@@ -160,7 +156,7 @@ def verified_configs(trials: list[optuna.trial.FrozenTrial], metric_names: list[
     reruns: dict[int, list[optuna.trial.FrozenTrial]] = defaultdict(list)
     for trial in trials:
         if is_rerun(trial) and succeeded(trial):
-            reruns[trial.user_attrs[VERIFIES]].append(trial)
+            reruns[read_record(trial).verifies].append(trial)
     verified = {}
     for number, runs in sorted(reruns.items()):
         if len(runs) < 2:
@@ -170,7 +166,7 @@ def verified_configs(trials: list[optuna.trial.FrozenTrial], metric_names: list[
         std = np.where(np.ptp(values, axis=0) > 0, values.std(axis=0, ddof=1), 0.0)
         verified[number] = Verified(
             trials=[t.number for t in runs],
-            seeds=[t.user_attrs[SEED] for t in runs],
+            seeds=[read_record(t).seed for t in runs],
             mean=dict(zip(metric_names, values.mean(axis=0).tolist(), strict=True)),
             std=dict(zip(metric_names, std.tolist(), strict=True)),
         )
@@ -290,7 +286,7 @@ def _importances(study: optuna.Study, metric_names: list[str], directions: list[
         return {}
     result = {}
     for i, (metric, direction) in enumerate(zip(metric_names, directions, strict=True)):
-        sign = 1.0 if direction == "minimize" else -1.0
+        sign = loss_sign(direction)
         with warnings.catch_warnings():  # it warns that it ranks for low values: we pass losses
             warnings.simplefilter("ignore", UserWarning)
             values = optuna.importance.get_param_importances(

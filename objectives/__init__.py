@@ -11,16 +11,20 @@ from ._config import (
     ModelSpec,
     TrainingSpec,
     TrialConfig,
+    perplexity,
 )
 from ._data import DEMO_CORPUS, load_examples
 from ._errors import TrialInputError
 from ._model import DEMO_MODEL, check_model_reference, convert_gguf, resolve_cache_dir, resolve_model
+from ._runner import AnyConfig, warm_key
+from ._simulated import SimulatedConfig
 from ._synthetic import TEST_FUNCTIONS, synthetic_metrics
 from ._tabular import Table, load_table
 from ._train import load_base, run_trial
 from ._translate import bnb_kwargs, lora_kwargs, sft_kwargs
 
 __all__ = [
+    "AnyConfig",
     "DEMO_CORPUS",
     "DEMO_MODEL",
     "METRICS",
@@ -39,9 +43,12 @@ __all__ = [
     "load_table",
     "lora_kwargs",
     "resolve_cache_dir",
+    "perplexity",
     "resolve_model",
     "load_base",
     "run_trial",
     "sft_kwargs",
+    "SimulatedConfig",
     "synthetic_metrics",
+    "warm_key",
 ]

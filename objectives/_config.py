@@ -4,6 +4,7 @@ be written to a file, run in a child process and repeated from what the database
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -17,6 +18,12 @@ METRICS: dict[str, Literal["minimize", "maximize"]] = {
     "peak_mem_gb": "minimize",
     "tokens_per_s": "maximize",
 }
+
+
+def perplexity(eval_loss: float) -> float:
+    """exp(held-out loss), capped where a diverged run would overflow it."""
+    return math.exp(min(eval_loss, 700.0))
+
 
 DatasetFormat = Literal["auto", "text", "alpaca", "dolly", "chat", "prompt_completion"]
 Optimizer = Literal["paged_adamw_8bit", "paged_adamw_32bit", "adamw_torch"]

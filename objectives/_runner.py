@@ -1,6 +1,7 @@
 """A warm trial runner: one long-lived process per slot (a GPU, or the CPU). It has imported
 the training stack and keeps the loaded base (model, tokenizer, tokenized data) from one
-trial to the next; each trial attaches a fresh LoRA adapter and takes it off again.
+trial to the next; each trial attaches a fresh LoRA adapter and takes it off again. A
+simulated trial (objectives._simulated) runs here too, so that every trial takes one path.
 
 It reads trial configs on stdin, one JSON line each, and answers each with one JSON line on
 stdout: {"metrics": ..., "info": ...}, or {"error": {"kind", "type", "message"}}. At each of
@@ -18,14 +19,30 @@ import json
 import time
 from typing import IO, Any
 
+from pydantic import TypeAdapter
+
 from ._config import TrialConfig
 from ._errors import TrialInputError
+from ._simulated import RecordedFailure, SimulatedConfig, simulate
 from ._train import Base, OnRung, base_key, load_base, train_adapter
+
+AnyConfig = TrialConfig | SimulatedConfig
+_ANY_CONFIG: TypeAdapter[AnyConfig] = TypeAdapter(AnyConfig)
+
+
+def parse_config(line: str) -> AnyConfig:
+    return _ANY_CONFIG.validate_json(line)
+
+
+def warm_key(config: AnyConfig) -> str:
+    """Trials with the same key can run one after another in one warm runner."""
+    return base_key(config) if isinstance(config, TrialConfig) else "simulated"
 
 
 def error_answer(kind: str, exc: BaseException) -> dict[str, Any]:
     """The structured form of a failed trial: `input` (the model or data cannot be used on
-    this machine), `oom` (out of accelerator memory) or `error` (anything else)."""
+    this machine), `oom` (out of accelerator memory), `recorded` (a table records that the
+    config failed) or `error` (anything else)."""
     lines = str(exc).strip().splitlines()
     return {"error": {"kind": kind, "type": type(exc).__name__, "message": lines[0] if lines else ""}}
 
@@ -34,10 +51,12 @@ def _is_oom(exc: BaseException) -> bool:
     return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
 
 
-def answer(config: TrialConfig, base: Base | None, on_rung: OnRung | None = None) -> tuple[dict[str, Any], Base | None]:
-    """Run one trial on `base` (loaded again where the config needs another); the answer,
-    and the base to keep, None after an error."""
+def answer(config: AnyConfig, base: Base | None, on_rung: OnRung | None = None) -> tuple[dict[str, Any], Base | None]:
+    """Run one trial (on `base`, loaded again where a QLoRA config needs another); the
+    answer, and the base to keep."""
     try:
+        if isinstance(config, SimulatedConfig):
+            return simulate(config, on_rung), base
         loaded_in = None
         if base is None or base.key != base_key(config):
             base = None
@@ -51,6 +70,8 @@ def answer(config: TrialConfig, base: Base | None, on_rung: OnRung | None = None
         return result, base
     except TrialInputError as exc:
         return error_answer("input", exc), None
+    except RecordedFailure as exc:
+        return error_answer("recorded", exc), None
     except Exception as exc:
         return error_answer("oom" if _is_oom(exc) else "error", exc), None
 
@@ -66,7 +87,7 @@ def serve(requests: IO[str], answers: IO[str]) -> None:
 
     base: Base | None = None
     while line := requests.readline():
-        result, base = answer(TrialConfig.model_validate_json(line), base, ask_worker)
+        result, base = answer(parse_config(line), base, ask_worker)
         write(result)
-        if base is None:
+        if "error" in result:
             return

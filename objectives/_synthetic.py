@@ -10,6 +10,8 @@ import math
 import random
 from collections.abc import Sequence
 
+from ._config import perplexity
+
 
 def zdt1(x: Sequence[float]) -> tuple[float, float]:
     """Zitzler-Deb-Thiele 1: a convex front f2 = 1 - sqrt(f1) where x[1:] = 0."""
@@ -43,7 +45,7 @@ def synthetic_metrics(
         quality += noise * random.Random(f"{seed}:{list(x)!r}").gauss(0.0, 1.0)
     return {
         "eval_loss": quality,
-        "perplexity": math.exp(quality),
+        "perplexity": perplexity(quality),
         "train_loss": quality,
         "train_time_s": cost,
         "peak_mem_gb": cost,

@@ -6,7 +6,6 @@ loss) is loaded once by `load_base`: a warm runner keeps it from one trial to th
 from __future__ import annotations
 
 import gc
-import math
 import platform
 import resource
 import sys
@@ -18,7 +17,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._config import METRICS, TrialConfig
+from ._config import METRICS, TrialConfig, perplexity
 from ._data import Splits, limit_lengths, load_examples, split_examples
 from ._model import load_model, native_compute_dtype
 from ._translate import bnb_kwargs, lora_kwargs, sft_kwargs
@@ -194,7 +193,7 @@ def _metrics(eval_loss: float, train_loss: float, train_time_s: float, on_gpu: b
     n_tokens = max((log.get("num_tokens", 0.0) for log in state.log_history), default=0.0)
     return {
         "eval_loss": eval_loss,
-        "perplexity": math.exp(min(eval_loss, 700.0)),
+        "perplexity": perplexity(eval_loss),
         "train_loss": train_loss,
         "train_time_s": train_time_s,
         "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else _peak_host_mem_gb(),

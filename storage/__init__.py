@@ -1,20 +1,66 @@
 """Where studies live: the storage URL (SQLite by default, PostgreSQL across machines, an
 Optuna journal file, a gRPC proxy), engine options, transient errors, and heartbeats for
-recovering the trials of dead workers."""
+recovering the trials of dead workers; what a trial stores (its record) and what became of it."""
 
+from ._liveness import Retry, beat, fail_dead_trials, heartbeat
 from ._lock import AskLock
 from ._open import StorageError, is_database_error, is_transient, open_storage, serve_grpc_proxy, storage_error
+from ._outcome import (
+    budget_used,
+    counts_toward_budget,
+    is_feasible,
+    is_rerun,
+    loss_sign,
+    never_ran,
+    non_domination_rank,
+    searched,
+    stopped,
+    succeeded,
+    to_loss,
+    train_time_saved_s,
+    train_time_spent_s,
+    tried,
+    under_way,
+    used_budget,
+)
+from ._trial_record import FailureKind, Rung, TrialRecord, read_record, record_attrs, write_record
 from ._url import DEFAULT_STORAGE, mask_url, resolve_storage_url
 
 __all__ = [
     "AskLock",
     "DEFAULT_STORAGE",
+    "FailureKind",
+    "Retry",
+    "Rung",
     "StorageError",
+    "TrialRecord",
+    "beat",
+    "budget_used",
+    "counts_toward_budget",
+    "fail_dead_trials",
+    "heartbeat",
     "is_database_error",
+    "is_feasible",
+    "is_rerun",
     "is_transient",
+    "loss_sign",
     "mask_url",
+    "never_ran",
+    "non_domination_rank",
     "open_storage",
+    "read_record",
+    "record_attrs",
     "resolve_storage_url",
+    "searched",
     "serve_grpc_proxy",
+    "stopped",
     "storage_error",
+    "succeeded",
+    "to_loss",
+    "train_time_saved_s",
+    "train_time_spent_s",
+    "tried",
+    "under_way",
+    "used_budget",
+    "write_record",
 ]

@@ -45,6 +45,11 @@ class AskLock:
                 self._statements = ("SELECT GET_LOCK(:key, -1)", "SELECT RELEASE_LOCK(:key)")
                 self._params = {"key": name[:64]}
 
+    @property
+    def exclusive(self) -> bool:
+        """Whether holding it keeps other workers' asks out (not through a gRPC proxy)."""
+        return self._path is not None or self._engine is not None
+
     def acquire(self) -> None:
         """Wait for the lock. A failure (the server away) raises, holding nothing."""
         if self._path is not None:

@@ -54,7 +54,7 @@ BAD_SPECS = [
     ("trial.kind", "zdt3", "unknown trial kind 'zdt3'; choose qlora, zdt1, dtlz2 or tabular (with table: FILE)"),
     ("trial", {"kind": "tabular"}, "missing required key 'trial.table'"),
     ("trial", {"kind": "tabular", "table": "no/such.json"}, "no table at 'no/such.json'; make one with benchmarks"),
-    ("trial.kind", "tabular:no/such.json", "no table at 'no/such.json'; make one with benchmarks/tabular_grid.py"),
+    ("trial.kind", "tabular:no/such.json", "unknown trial kind 'tabular:no/such.json'; choose qlora, zdt1, dtlz2 or"),
     ("early_stopping", {"min_steps": 2}, "early_stopping.min_steps (2) must be below training.max_steps (2)"),
     ("early_stopping", {"min_steps": 1, "reduction_factor": 1}, "early_stopping.reduction_factor"),
     ("early_stopping", {"reduction_factor": 3}, "missing required key 'early_stopping.min_steps'"),
@@ -97,7 +97,9 @@ def test_unfinished_table(tmp_path, capsys, sqlite_url):
 
 def test_worker_without_the_table(tmp_path, capsys, sqlite_url):
     table = write_table(tmp_path / "table.json")
-    spec = write_spec(tmp_path / "s.yaml", {"trial": {"kind": f"tabular:{table}"}, "budget": {"n_trials": 2}})
+    spec = write_spec(
+        tmp_path / "s.yaml", {"trial": {"kind": "tabular", "table": str(table)}, "budget": {"n_trials": 2}}
+    )
     assert main(["study", "create", "s", "--config", str(spec), "--storage", sqlite_url]) == 0
     table.unlink()  # a worker's machine that lacks the file: a fresh process, no cached table
     load_table.cache_clear()

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
+from autotune import load_spec
 from autotune.objectives import load_table
 
-from conftest import write_table
+from conftest import trial_config, write_table
 
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 
@@ -109,9 +112,40 @@ def test_overhead_tiny(tmp_path, tiny_model):
     assert [r["eval_loss"] for r in warm] == pytest.approx([r["eval_loss"] for r in cold], abs=1e-5)
 
 
-@pytest.mark.parametrize("script", ["gpu_qlora.py", "load.py"])
-def test_scripts_document_themselves(script):
-    assert "--out" in _run(str(BENCHMARKS / script), "--help").stdout
+def _script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_load_prints_its_table_and_writes_its_json(tmp_path, monkeypatch, capsys):
+    """Each scenario is a row of the table and of the JSON (without the workers' logs); here
+    each is 2 workers and 6 trials (tests/test_reliability.py runs the real sizes and faults)."""
+    load = _script("load")
+    run_load = load.run_load
+    monkeypatch.setattr(load, "run_load", lambda url, n_workers, n_trials, **kwargs: run_load(url, 2, 6))
+    monkeypatch.delenv("AUTOTUNE_TEST_POSTGRES_URL", raising=False)
+    monkeypatch.setattr(sys, "argv", ["load.py", "--out", str(tmp_path / "load.json")])
+    load.main()
+    header, _, *rows = capsys.readouterr().out.splitlines()
+    assert header.startswith("| storage | workers | trials | complete | lost | duplicated | errors | kills |")
+    assert len(rows) == 2 and all(row.startswith("| sqlite | 2 | 6 | 6 | 0 | 0 | 0 | 0 |") for row in rows)
+    written = json.loads((tmp_path / "load.json").read_text())
+    assert [(r["complete"], r["lost"], r["duplicated"], r["errors"]) for r in written] == [(6, 0, 0, 0)] * 2
+    assert "outputs" not in written[0] and not written[0]["timed_out"]
+
+
+def test_gpu_qlora_reports_a_failed_config_as_a_row(tmp_path, dataset_file):
+    """Each config trains in its own process: one that fails is a row with its error's last
+    line, and the run goes on. The spec it benchmarks names the model whose kernels it checks."""
+    gpu_qlora = _script("gpu_qlora")
+    assert f'name_or_path="{load_spec(gpu_qlora.SPEC).model.name_or_path}"' in gpu_qlora.CHECK_CUDA_KERNELS
+    missing = tmp_path / "no-model"
+    row = gpu_qlora.run_config(trial_config(missing, dataset_file))
+    assert f"model {missing} does not exist" in row["error"] and "\n" not in row["error"]
+    assert row["wall_s"] > 0 and "metrics" not in row
 
 
 def test_tabular_grid_tiny(tmp_path, tiny_model, dataset_file):

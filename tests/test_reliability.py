@@ -74,14 +74,18 @@ def _wait_running(url: str, name: str = "z") -> None:
     raise AssertionError("no trial started")
 
 
-def test_sigterm_fails_the_running_trial_and_exits_0(tmp_path, sqlite_url):
-    _synthetic(tmp_path, sqlite_url, delay_s=60)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "autotune", "worker", "z", "--storage", sqlite_url],
+def _worker_process(url: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "autotune", "worker", "z", "--storage", url],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def test_sigterm_fails_the_running_trial_and_exits_0(tmp_path, sqlite_url):
+    _synthetic(tmp_path, sqlite_url, delay_s=60)
+    worker = _worker_process(sqlite_url)
     _wait_running(sqlite_url)
     worker.send_signal(signal.SIGTERM)
     out = worker.communicate(timeout=30)[0]
@@ -95,12 +99,7 @@ def test_second_signal_exits_at_once(tmp_path, sqlite_url):
     """The README's promise: a second signal exits at once, with 128 + its number, even while
     the first one's clean stop waits on the database."""
     _synthetic(tmp_path, sqlite_url, delay_s=60)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "autotune", "worker", "z", "--storage", sqlite_url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    worker = _worker_process(sqlite_url)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in worker.stdout], daemon=True).start()
     _wait_running(sqlite_url)

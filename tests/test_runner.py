@@ -18,10 +18,10 @@ from rich.console import Console
 import autotune
 from autotune._progress import WorkerProgress
 from autotune._runner import Runner, TrialFailed
-from autotune._worker import _tell_complete, _Worker
+from autotune._tell import Teller
 from autotune.cli import main
 from autotune.objectives import DatasetSpec, TrialConfig, synthetic_metrics
-from autotune.storage import AskLock, is_transient
+from autotune.storage import Retry, budget_used, is_transient
 
 from conftest import small_spec, trial_config, write_jsonl, write_spec
 
@@ -94,9 +94,7 @@ def test_input_error_in_a_trial_stops_the_worker_without_spending_budget(tmp_pat
     assert len(err) == 1 and "raise dataset.max_length or set dataset.too_long: truncate" in err[0]
     (trial,) = optuna.load_study(study_name="s", storage=sqlite_url).get_trials()
     assert trial.state.name == "FAIL" and trial.user_attrs["failure_kind"] == "input"
-    from autotune._worker import budget_used
-
-    assert budget_used(optuna.load_study(study_name="s", storage=sqlite_url)) == 0
+    assert budget_used(optuna.load_study(study_name="s", storage=sqlite_url).get_trials()) == 0
 
 
 def test_worker_checks_the_dataset_before_its_first_trial(tmp_path, tiny_model, dataset_file, sqlite_url, capsys):
@@ -209,13 +207,14 @@ def test_a_tell_is_retried_until_it_lands(tmp_path):
     storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 0}})
     study = optuna.load_study(study_name="z", storage=storage)
     out = io.StringIO()
-    worker = _Worker(study, spec, url, "", 0, WorkerProgress(Console(file=out), spec.metric_names), AskLock(url, "z"))
+    progress = WorkerProgress(Console(file=out), spec.metric_names)
+    teller = Teller(study, spec, Retry(url, progress.note), progress)
     trial = study.ask()
     hyperparameters = spec.search_space.suggest(trial)
     result = {"metrics": synthetic_metrics("zdt1", spec.search_space.unit_point(trial.params)), "info": {}}
     holder = _locked_sqlite(path)  # the database is busy as the trial finishes
     threading.Timer(2.5, holder.close).start()
-    _tell_complete(worker, trial, result)
+    teller.result(trial, result)
 
     (told,) = optuna.load_study(study_name="z", storage=url).get_trials()
     assert told.state.name == "COMPLETE" and told.user_attrs["metrics"] == result["metrics"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import optuna
 import pytest
+from optuna.distributions import FloatDistribution, IntDistribution
 
 from autotune import SearchSpace, SpecError, parse_spec
 from autotune.objectives import Hyperparameters, lora_kwargs
@@ -41,6 +42,24 @@ def test_choices_that_store_the_same_are_refused():
         )
 
 
-def test_the_space_has_a_field_per_hyperparameter():
-    assert list(SearchSpace.model_fields) == list(Hyperparameters.model_fields)
-    assert SearchSpace().searched() == ["lora_r", "lora_alpha", "learning_rate"]
+def test_a_spec_without_a_search_space_tunes_rank_alpha_and_learning_rate():
+    """The README's defaults: three log ranges tuned, the rest fixed at common QLoRA values."""
+    space = parse_spec({"budget": {"n_trials": 1}, "trial": {"kind": "zdt1"}}).search_space
+    trial = optuna.create_study().ask()
+    hp = space.suggest(trial)
+    assert trial.distributions == {
+        "lora_r": IntDistribution(4, 64, log=True),
+        "lora_alpha": IntDistribution(8, 128, log=True),
+        "learning_rate": FloatDistribution(1e-5, 1e-3, log=True),
+    }
+    fixed = (hp.lora_dropout, hp.target_modules, hp.optim, hp.per_device_train_batch_size)
+    assert fixed == (0.05, "all-linear", "paged_adamw_8bit", 4)
+
+
+def test_a_fixed_value_is_not_tuned():
+    """Fixing lora_r in the spec leaves it out of the trial's params (and the sampler's space)."""
+    spec = {"search_space": {"lora_r": 16}, "budget": {"n_trials": 1}, "trial": {"kind": "zdt1"}}
+    space = parse_spec(spec).search_space
+    trial = optuna.create_study().ask()
+    assert space.suggest(trial).lora_r == 16
+    assert set(trial.params) == {"lora_alpha", "learning_rate"}

@@ -13,9 +13,10 @@ from autotune import load_spec, parse_spec
 from autotune.cli import main
 from autotune.objectives import load_table
 
-from conftest import TABLE_FAILED_POINT, write_spec, write_table
+from conftest import TABLE_FAILED_POINT, TABLE_GRID, write_spec, write_table
 
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
+SEARCH_SPACE = {name: {"low": min(values), "high": max(values), "log": True} for name, values in TABLE_GRID.items()}
 
 
 def test_worker_replays_the_nearest_grid_point(tmp_path, sqlite_url):
@@ -23,11 +24,7 @@ def test_worker_replays_the_nearest_grid_point(tmp_path, sqlite_url):
     spec = {
         "trial": {"kind": "tabular", "table": "table.json"},  # relative to the spec's folder
         "objectives": [{"metric": "eval_loss"}, {"metric": "peak_mem_gb"}],
-        "search_space": {
-            "lora_r": {"low": 4, "high": 16, "log": True},
-            "lora_alpha": {"low": 8, "high": 32, "log": True},
-            "learning_rate": {"low": 1e-4, "high": 1e-3, "log": True},
-        },
+        "search_space": SEARCH_SPACE,
         "sampler": {"name": "random", "seed": 0},
         "budget": {"n_trials": 12},
         # Nearest on a log scale: r 7 is nearer 4 than 16 (log 7 < log 8), alpha 17 nearer 32.
@@ -124,10 +121,35 @@ def test_committed_learning_curve_table_replays_with_early_stopping(sqlite_url):
         assert trial.user_attrs["stopped_values"] == [curve["eval_loss"], curve["train_time_s"] * 27 / step]
 
 
-def test_the_earlier_tabular_form_is_still_read(tmp_path):
+def test_a_table_is_read_from_the_specs_folder(tmp_path):
     write_table(tmp_path / "table.json")
     spec = load_spec(
-        write_spec(tmp_path / "t.yaml", {"trial": {"kind": "tabular:table.json"}, "budget": {"n_trials": 2}})
+        write_spec(
+            tmp_path / "t.yaml", {"trial": {"kind": "tabular", "table": "table.json"}, "budget": {"n_trials": 2}}
+        )
     )
     assert spec.trial.kind == "tabular" and spec.trial.table == str(tmp_path / "table.json")
     assert parse_spec(spec.to_json_dict()) == spec  # stored with the study, read back the same
+
+
+def test_a_config_that_failed_before_any_success_is_not_trained_again(tmp_path, sqlite_url):
+    """Before any trial succeeds a failed config is stored FAIL (there is no penalty to tell
+    the sampler yet), but it was tried all the same: proposed again (here: queued twice), it
+    is caught as a duplicate and not trained."""
+    write_table(tmp_path / "table.json")
+    spec = {
+        "trial": {"kind": "tabular", "table": "table.json"},
+        "search_space": SEARCH_SPACE,
+        "sampler": {"name": "random", "seed": 0},
+        "budget": {"n_trials": 2},
+    }
+    create = ["study", "create", "t", "--config", str(write_spec(tmp_path / "t.yaml", spec)), "--storage", sqlite_url]
+    assert main(create) == 0
+    study = optuna.load_study(study_name="t", storage=sqlite_url)
+    for _ in range(2):
+        study.enqueue_trial(dict(zip(TABLE_GRID, TABLE_FAILED_POINT, strict=True)))
+    assert main(["worker", "t", "--storage", sqlite_url]) == 0
+    first, again, *rest = study.get_trials()
+    assert first.state.name == "FAIL" and first.user_attrs["failure_kind"] == "config"
+    assert again.params == first.params and again.user_attrs["failure_kind"] == "duplicate"
+    assert [t.state.name for t in rest] == ["COMPLETE"], "the budget's second trial is a new config"

@@ -1,13 +1,20 @@
-"""What became of a trial, defined once for the worker's budget, `study show`, reports and
-export. A trial whose config failed may be COMPLETE (told to the sampler as infeasible,
-with penalty values): it records `failure_reason` and has no real metrics. A verification
-re-run (`autotune verify`) trains a config of the search again with a new seed: it measures
-that config's seed spread and is no point of the search (no budget, not on the front, not
-shown to the sampler)."""
+"""What became of a trial, and how trials compare: defined once for the worker's asks and
+budget, `study show`, reports and export.
+
+A trial whose config failed may be COMPLETE (told to the sampler as infeasible, with penalty
+values): it records `failure_reason` and has no real metrics. A verification re-run
+(`autotune verify`) trains a config of the search again with a new seed: it measures that
+config's seed spread and is no point of the search (no budget, not on the front, not shown
+to the sampler)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ._trial_record import read_record
 
 if TYPE_CHECKING:
     import optuna
@@ -17,29 +24,18 @@ def succeeded(trial: optuna.trial.FrozenTrial) -> bool:
     """Trained and measured: its values are real metrics."""
     from optuna.trial import TrialState
 
-    return trial.state == TrialState.COMPLETE and "failure_reason" not in trial.user_attrs
-
-
-# User attrs of a trial stopped early (autotune._early_stopping).
-STOPPED_AT = "stopped_at_step"  # the rung it stopped at
-STOPPED_VALUES = "stopped_values"  # its last rung's objective values: what the sampler is shown
-RUNG_TRAIN_TIME = "rung_train_time_s"  # the training time it took, to that rung
+    return trial.state == TrialState.COMPLETE and read_record(trial).failure_reason is None
 
 
 def stopped(trial: optuna.trial.FrozenTrial) -> bool:
     """Ended early by early stopping: PRUNED, with the step it reached and its last rung's values."""
     from optuna.trial import TrialState
 
-    return trial.state == TrialState.PRUNED and STOPPED_VALUES in trial.user_attrs
-
-
-# User attrs of a verification re-run.
-VERIFIES = "verifies"  # the number of the trial whose config it trains again
-SEED = "seed"  # a trial's training seed: a re-run's is set when it is queued, others record theirs
+    return trial.state == TrialState.PRUNED and read_record(trial).stopped_values is not None
 
 
 def is_rerun(trial: optuna.trial.FrozenTrial | optuna.Trial) -> bool:
-    return VERIFIES in trial.user_attrs
+    return read_record(trial).verifies is not None
 
 
 def searched(trial: optuna.trial.FrozenTrial) -> bool:
@@ -59,7 +55,7 @@ def tried(trial: optuna.trial.FrozenTrial) -> bool:
 
     if trial.state == TrialState.COMPLETE or stopped(trial):
         return True
-    return trial.state == TrialState.FAIL and trial.user_attrs.get("failure_kind") == "config"
+    return trial.state == TrialState.FAIL and read_record(trial).failure_kind == "config"
 
 
 def under_way(trial: optuna.trial.FrozenTrial) -> bool:
@@ -74,13 +70,10 @@ def used_budget(trial: optuna.trial.FrozenTrial) -> bool:
     return tried(trial) and not is_rerun(trial)
 
 
-ABANDONED = "abandoned"  # asked, but its worker lost the storage before it started the trial
-
-
 def never_ran(trial: optuna.trial.FrozenTrial) -> bool:
     """Asked but never started: beyond the budget (`surplus`, asks racing without a lock), a
     config already in flight or done (`duplicate`, asked again), or `abandoned`."""
-    return trial.user_attrs.get("failure_kind") in ("surplus", "duplicate", ABANDONED)
+    return read_record(trial).failure_kind in ("surplus", "duplicate", "abandoned")
 
 
 def counts_toward_budget(trial: optuna.trial.FrozenTrial) -> bool:
@@ -88,12 +81,18 @@ def counts_toward_budget(trial: optuna.trial.FrozenTrial) -> bool:
     return under_way(trial) and not is_rerun(trial)
 
 
+def budget_used(trials: Iterable[optuna.trial.FrozenTrial]) -> int:
+    """The trials the study's budget counts: of the search, under way or tried."""
+    return sum(1 for t in trials if counts_toward_budget(t))
+
+
 def train_time_spent_s(trial: optuna.trial.FrozenTrial) -> float:
     """The training time a trial took (what a user pays for it): a stopped trial's to the rung
     it stopped at; none for a trial that did not train."""
+    record = read_record(trial)
     if stopped(trial):
-        return float(trial.user_attrs[RUNG_TRAIN_TIME])
-    return float(trial.user_attrs.get("metrics", {}).get("train_time_s", 0.0)) if succeeded(trial) else 0.0
+        return float(record.rung_train_time_s or 0.0)
+    return float((record.metrics or {}).get("train_time_s", 0.0)) if succeeded(trial) else 0.0
 
 
 def train_time_saved_s(trial: optuna.trial.FrozenTrial) -> float:
@@ -101,4 +100,22 @@ def train_time_saved_s(trial: optuna.trial.FrozenTrial) -> float:
     recorded train_time_s, extrapolated from the rung) less the time it took."""
     if not stopped(trial):
         return 0.0
-    return max(0.0, float(trial.user_attrs["metrics"]["train_time_s"]) - train_time_spent_s(trial))
+    whole_run = float((read_record(trial).metrics or {})["train_time_s"])
+    return max(0.0, whole_run - train_time_spent_s(trial))
+
+
+def loss_sign(direction: str) -> float:
+    """1 for an objective minimised, -1 for one maximised: value * sign is a loss."""
+    return 1.0 if direction == "minimize" else -1.0
+
+
+def to_loss(values: Sequence[float], directions: Sequence[str]) -> np.ndarray:
+    """Values as losses: maximised objectives negated."""
+    return np.array([v * loss_sign(d) for v, d in zip(values, directions, strict=True)], dtype=float)
+
+
+def non_domination_rank(losses: np.ndarray) -> np.ndarray:
+    """Each row's non-dominated front, 0 the Pareto front (Optuna's fast non-dominated sort)."""
+    from optuna.study._multi_objective import _fast_non_domination_rank
+
+    return _fast_non_domination_rank(np.asarray(losses, dtype=float))

@@ -1,0 +1,121 @@
+"""Running trials on slots (a GPU each, or the CPU): one thread asks for a trial whenever a
+slot is free and hands it over; the slot's thread runs it in the slot's warm runner, beating
+its heartbeat and taking it through its rungs, and tells the study how it ended."""
+
+from __future__ import annotations
+
+import functools
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._ask import Asker
+from ._early_stopping import at_rung, reach_rung
+from ._runner import Runner, TrialFailed
+from ._spec import StudySpec
+from ._tell import Teller
+from ._trial_config import trial_config
+from .objectives import Hyperparameters, TrialConfig, TrialInputError
+from .storage import heartbeat, write_record
+
+if TYPE_CHECKING:
+    import optuna
+
+
+@dataclass
+class Slot:
+    gpu: str | None
+    runner: Runner
+
+
+@dataclass
+class SlotLoop:
+    """What the asking thread and the slot threads share."""
+
+    asker: Asker
+    teller: Teller
+    cache_dir: str
+    stop: threading.Event
+    errors: list[BaseException] = field(default_factory=list)
+
+    @property
+    def spec(self) -> StudySpec:
+        return self.asker.spec
+
+
+def ask_and_hand_out(loop: SlotLoop, slots: list[Slot], n_trials: int | None, timeout: float | None) -> None:
+    """Ask for a trial whenever a slot is free and start it there; then wait for the slots."""
+    free: queue.Queue[Slot] = queue.Queue()
+    for slot in slots:
+        free.put(slot)
+    started_at, started, running = time.monotonic(), 0, []
+    try:
+        while not loop.stop.is_set():
+            if n_trials is not None and started >= n_trials:
+                break
+            if timeout is not None and time.monotonic() - started_at >= timeout:
+                break
+            try:
+                slot = free.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if loop.stop.is_set():  # set while this thread waited for the slot
+                break
+            asked = loop.asker.ask()
+            if asked is None:
+                free.put(slot)
+                if loop.asker.wait_for_work(loop.stop):
+                    continue
+                break
+            started += 1
+            thread = threading.Thread(target=_run_on_slot, args=(loop, slot, *asked, free), daemon=True)
+            thread.start()
+            running.append(thread)
+    except BaseException as exc:
+        loop.errors.append(exc)
+        loop.stop.set()
+    for thread in running:
+        thread.join()
+
+
+def _run_on_slot(
+    loop: SlotLoop, slot: Slot, trial: optuna.Trial, hyperparameters: Hyperparameters, free: queue.Queue[Slot]
+) -> None:
+    """Run the trial in the slot's runner and tell the study how it ended."""
+    try:
+        try:
+            with heartbeat(trial, loop.teller.retry):
+                result = _run(loop, slot, trial, hyperparameters)
+        except TrialFailed as exc:
+            loop.teller.failed(trial, exc)
+            if exc.kind == "input":
+                raise TrialInputError(exc.reason) from None
+        else:
+            loop.teller.result(trial, result)
+    except BaseException as exc:
+        loop.errors.append(exc)
+        loop.stop.set()
+    finally:
+        free.put(slot)
+
+
+def _run(loop: SlotLoop, slot: Slot, trial: optuna.Trial, hyperparameters: Hyperparameters) -> dict[str, Any]:
+    """The runner's answer for the trial; TrialFailed where it has none."""
+    loop.teller.progress.started(trial.number, trial.params, slot.gpu)
+    config = trial_config(loop.spec, trial, hyperparameters, loop.cache_dir)
+    if isinstance(config, TrialConfig):
+        loop.teller.retry(lambda: write_record(trial, config=config.model_dump(mode="json")))
+    on_rung = functools.partial(_at_rung, loop, trial)
+    return slot.runner.run(config, stop=loop.stop, time_limit_s=loop.spec.trial.timeout_s, on_rung=on_rung)
+
+
+def _at_rung(loop: SlotLoop, trial: optuna.Trial, step: int, measured: dict[str, float]) -> bool:
+    """Whether the trial goes on from rung `step`, its values there recorded in the study."""
+    spec = loop.spec
+    assert spec.early_stopping is not None and spec.training.max_steps is not None
+    metrics = at_rung(measured, step, spec.training.max_steps)
+    values = [float(metrics[m]) for m in spec.metric_names]
+    factor = spec.early_stopping.reduction_factor
+    return loop.teller.retry(lambda: reach_rung(loop.teller.study, trial, step, values, spec.directions, factor))
