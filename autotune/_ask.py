@@ -71,12 +71,13 @@ class Asker:
         beat(trial)  # at once: a worker that dies now leaves a trial that will be seen as stale
         # Taken up (not abandoned), and by whom.
         write_record(trial, worker=f"{socket.gethostname()}:{os.getpid()}", sampler_seed=self.sampler_seed)
+        hyperparameters = self.spec.search_space.suggest(trial)
         if not self.lock.exclusive:  # workers may have asked at the same moment: read what they asked
             trials = self.study.get_trials(deepcopy=False)
         if not is_rerun(trial) and budget_used(t for t in trials if t.number < trial.number) >= budget:
             self.teller.failed(trial, TrialFailed("surplus: other workers used the budget first", "surplus"))
             return None
-        return trial, self.spec.search_space.suggest(trial), trials
+        return trial, hyperparameters, trials
 
     def _duplicate(self, trial: optuna.Trial, before: list[optuna.trial.FrozenTrial]) -> bool:
         """A config of the search that is in flight or tried already (a re-run repeats one on

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ._spec import EarlyStopping
-from .storage import Rung, loss_sign, non_domination_rank, read_record, write_record
+from .storage import Rung, non_domination_rank, read_record, to_loss, write_record
 
 if TYPE_CHECKING:
     import optuna
@@ -76,9 +76,8 @@ def goes_on(
     SuccessiveHalvingPruner."""
     if not all(math.isfinite(v) for v in values):
         return False
-    sign = np.array([loss_sign(d) for d in directions])
     finite = [o for o in others if all(math.isfinite(v) for v in o)]
-    losses = np.array([values, *finite], dtype=float) * sign
+    losses = np.array([to_loss(v, directions) for v in [values, *finite]])
     keys = promotion_keys(losses)
     kept = max(1, (1 + len(others)) // reduction_factor)  # a diverged trial counts, ranked last
     return keys[0] <= sorted(keys)[min(kept, len(keys)) - 1]
@@ -99,7 +98,9 @@ def reach_rung(
 ) -> bool:
     """Record the trial's `values` at rung `step` in the study, and say whether it goes on
     against the values the other trials recorded there."""
-    reached = [*(read_record(trial).rungs or ()), Rung(step=step, values=values)]
+    # Earlier rungs only: a re-queued trial carries its lost run's rungs, a retry this one.
+    earlier = [r for r in read_record(trial).rungs or () if r.step < step]
+    reached = [*earlier, Rung(step=step, values=values)]
     write_record(trial, rungs=reached)
     others = values_at(study.get_trials(deepcopy=False), step, but=trial.number)
     return goes_on(values, others, directions, reduction_factor)

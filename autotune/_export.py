@@ -18,7 +18,7 @@ from ._spec import StudySpec
 from ._study import load_study, on_front
 from .dashboards import StudyPoints, bounds_over, collect, normalise
 from .objectives import METRICS
-from .storage import is_feasible, read_record
+from .storage import is_feasible, loss_sign, read_record
 
 if TYPE_CHECKING:
     import optuna
@@ -112,9 +112,8 @@ def pick_trials(study: optuna.Study, spec: StudySpec, pick: str, points: StudyPo
     if not within:
         lowest = min(_metric(t, budget_metric) for t in complete)
         raise AutotuneError(f"no trial has {budget_metric} <= {bound} (the lowest is {lowest:.4g}); raise the bound")
-    first, direction = spec.metric_names[0], spec.directions[0]
-    choose = min if direction == "minimize" else max
-    return [choose(within, key=lambda t: _metric(t, first))]
+    first, sign = spec.metric_names[0], loss_sign(spec.directions[0])
+    return [min(within, key=lambda t: sign * _metric(t, first))]
 
 
 def export(

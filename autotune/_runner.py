@@ -122,7 +122,8 @@ class Runner:
             self._send(process, json.dumps({"continue": go_on}))
         if "error" in message:
             failure = failed(message, self._log_tail(log_start))
-            self.close()  # it exits after an error; a fresh one takes the next trial
+            if message["error"]["kind"] != "recorded":
+                self.close()  # it exits after an error; a fresh one takes the next trial
             raise failure
         return message
 

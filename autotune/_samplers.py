@@ -7,7 +7,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from ._spec import SamplerSpec
-from .storage import is_rerun, read_record, stopped
+from .storage import is_rerun, recorded, stopped
 
 if TYPE_CHECKING:
     import optuna
@@ -59,7 +59,7 @@ class _StudyAsSamplerSees:
                 continue
             if stopped(trial):
                 trial = copy.copy(trial)
-                trial.state, trial.values = TrialState.COMPLETE, read_record(trial).stopped_values
+                trial.state, trial.values = TrialState.COMPLETE, recorded(trial, "stopped_values")
             if states is None or trial.state in states:
                 seen.append(trial)
         return seen

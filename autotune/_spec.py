@@ -109,7 +109,7 @@ class QLoRATrial(_TrialKindBase):
 
 class TestFunctionTrial(_TrialKindBase):
     """A standard multi-objective test function of the hyperparameters (scaled to the unit
-    cube), evaluated in the worker: for load tests and benchmarks."""
+    cube), run by the worker's runner like a training run: for load tests and benchmarks."""
 
     kind: Literal["zdt1", "dtlz2"]
     # The standard deviation of a seed's effect on the quality metrics (eval_loss ...): a
@@ -119,7 +119,7 @@ class TestFunctionTrial(_TrialKindBase):
 
 class TabularTrial(_TrialKindBase):
     """Replay a table of real runs (benchmarks/tabular_grid.py) at the grid point nearest
-    the config, in the worker."""
+    the config, run by the worker's runner like a training run."""
 
     kind: Literal["tabular"]
     table: str = Field(min_length=1)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._early_stopping import rung_steps
-from ._spec import QLoRATrial, StudySpec
+from ._spec import QLoRATrial, StudySpec, TabularTrial, TestFunctionTrial
 from .objectives import AnyConfig, Hyperparameters, SimulatedConfig, TrialConfig
 from .storage import is_rerun, read_record
 
@@ -30,18 +30,20 @@ def trial_config(spec: StudySpec, trial: optuna.Trial, hyperparameters: Hyperpar
             cache_dir=cache_dir,
             rungs=rungs,
         )
-    return SimulatedConfig(
-        kind=spec.trial.kind,
-        point=spec.search_space.unit_point(trial.params) if spec.trial.kind != "tabular" else [],
-        hyperparameters=hyperparameters.model_dump() if spec.trial.kind == "tabular" else {},
-        table=getattr(spec.trial, "table", None),
-        seed=seed,
-        draw=f"{seed}:{trial.number}",
-        noise=getattr(spec.trial, "noise", 0.0),
-        delay_s=spec.trial.delay_s,
-        max_steps=spec.training.max_steps or 1,
-        rungs=rungs,
-    )
+    simulated = {
+        "seed": seed,
+        "draw": f"{seed}:{trial.number}",
+        "delay_s": spec.trial.delay_s,
+        "max_steps": spec.training.max_steps or 1,
+        "rungs": rungs,
+    }
+    if isinstance(spec.trial, TabularTrial):
+        return SimulatedConfig(
+            kind="tabular", table=spec.trial.table, hyperparameters=hyperparameters.model_dump(), **simulated
+        )
+    assert isinstance(spec.trial, TestFunctionTrial)
+    point = spec.search_space.unit_point(trial.params)
+    return SimulatedConfig(kind=spec.trial.kind, point=point, noise=spec.trial.noise, **simulated)
 
 
 def rungs_of(spec: StudySpec, trial: optuna.Trial) -> list[int]:

@@ -107,7 +107,7 @@ def _run_worker(
 ) -> WorkerResult:
     url = resolve_storage_url(storage)
     cache_dir = resolve_cache_dir()
-    study, spec = load_study(name, url)
+    _, spec = load_study(name, url)
     check_inputs(spec)  # before any trial: this machine has what the trials read
     study, _ = load_study(name, url, heartbeat=(spec.worker.heartbeat_interval_s, spec.worker.grace_period_s))
     if stop.is_set():

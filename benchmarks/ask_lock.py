@@ -37,7 +37,7 @@ from machine import describe
 import autotune
 from autotune.cli import main as cli
 from autotune.objectives import synthetic_metrics
-from autotune.storage import AskLock
+from autotune.storage import AskLock, record_attrs
 
 SAMPLER_METHODS = (
     "infer_relative_search_space",
@@ -104,7 +104,7 @@ def prefill(study: optuna.Study, spec: autotune.StudySpec, n: int) -> None:
         spec.search_space.suggest(trial)
         metrics = synthetic_metrics(spec.trial.kind, spec.search_space.unit_point(trial.params))
         values = [metrics[m] for m in spec.metric_names]
-        user_attrs = {"metrics": metrics, "worker": "prefill:0"}
+        user_attrs = record_attrs(metrics=metrics, worker="prefill:0")
         trials.append(
             optuna.trial.create_trial(
                 params=trial.params, distributions=trial.distributions, values=values, user_attrs=user_attrs

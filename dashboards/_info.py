@@ -18,12 +18,12 @@ from ..storage import (
     non_domination_rank,
     read_record,
     searched,
+    spent_budget,
     stopped,
     succeeded,
     to_loss,
     train_time_saved_s,
     train_time_spent_s,
-    used_budget,
 )
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ def collect(study: optuna.Study, metric_names: list[str], directions: list[str],
         if t.state.is_finished() and not succeeded(t) and not never_ran(t) and not stopped(t) and not is_rerun(t)
     )
     front = pareto_front(points, metric_names, directions)
-    budget = [t for t in all_trials if used_budget(t)]
+    budget = [t for t in all_trials if spent_budget(t)]
     verified = verified_configs(all_trials, metric_names)
     spread = seed_spread(front, verified, metric_names)
     verification = Verification(

@@ -6,8 +6,9 @@ simulated trial (objectives._simulated) runs here too, so that every trial takes
 It reads trial configs on stdin, one JSON line each, and answers each with one JSON line on
 stdout: {"metrics": ..., "info": ...}, or {"error": {"kind", "type", "message"}}. At each of
 the config's rungs it first writes {"rung": {"step", "metrics"}} and reads the worker's
-decision, {"continue": true|false}, on stdin. Library output goes to stderr. After an error it answers and exits, so that nothing a failed trial
-left behind (an adapter, fragmented GPU memory after an OOM) reaches the next one.
+decision, {"continue": true|false}, on stdin. Library output goes to stderr. After an error
+it answers and exits, so that nothing a failed trial left behind (an adapter, fragmented GPU
+memory after an OOM) reaches the next one; not after a table's recorded failure (nothing ran).
 
     python -m autotune.objectives --serve
 """
@@ -70,8 +71,8 @@ def answer(config: AnyConfig, base: Base | None, on_rung: OnRung | None = None) 
         return result, base
     except TrialInputError as exc:
         return error_answer("input", exc), None
-    except RecordedFailure as exc:
-        return error_answer("recorded", exc), None
+    except RecordedFailure as exc:  # nothing ran: the runner goes on
+        return error_answer("recorded", exc), base
     except Exception as exc:
         return error_answer("oom" if _is_oom(exc) else "error", exc), None
 
@@ -89,5 +90,5 @@ def serve(requests: IO[str], answers: IO[str]) -> None:
     while line := requests.readline():
         result, base = answer(parse_config(line), base, ask_worker)
         write(result)
-        if "error" in result:
+        if "error" in result and result["error"]["kind"] != "recorded":
             return

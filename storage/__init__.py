@@ -14,6 +14,7 @@ from ._outcome import (
     never_ran,
     non_domination_rank,
     searched,
+    spent_budget,
     stopped,
     succeeded,
     to_loss,
@@ -21,9 +22,8 @@ from ._outcome import (
     train_time_spent_s,
     tried,
     under_way,
-    used_budget,
 )
-from ._trial_record import FailureKind, Rung, TrialRecord, read_record, record_attrs, write_record
+from ._trial_record import FailureKind, Rung, TrialRecord, read_record, record_attrs, recorded, write_record
 from ._url import DEFAULT_STORAGE, mask_url, resolve_storage_url
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "open_storage",
     "read_record",
     "record_attrs",
+    "recorded",
     "resolve_storage_url",
     "searched",
     "serve_grpc_proxy",
@@ -61,6 +62,6 @@ __all__ = [
     "train_time_spent_s",
     "tried",
     "under_way",
-    "used_budget",
+    "spent_budget",
     "write_record",
 ]

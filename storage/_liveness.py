@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
 from ._open import is_transient, storage_error
-from ._trial_record import read_record, write_record
+from ._trial_record import record_attrs, recorded
 
 if TYPE_CHECKING:
     import optuna
@@ -114,17 +114,15 @@ def _abandoned(trial: optuna.trial.FrozenTrial, grace_period_s: float) -> bool:
     from optuna.trial import TrialState
 
     started = trial.datetime_start
-    if trial.state != TrialState.RUNNING or started is None or read_record(trial).worker is not None:
+    if trial.state != TrialState.RUNNING or started is None or recorded(trial, "worker") is not None:
         return False
     return (datetime.now() - started).total_seconds() >= grace_period_s  # Optuna stores local time
 
 
 def _fail_abandoned(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    import optuna
+    from optuna.trial import TrialState
 
-    write_record(
-        optuna.Trial(study, trial._trial_id),
-        failure_kind="abandoned",
-        failure_reason="abandoned: asked, but its worker lost the storage before starting it",
-    )
-    study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+    reason = "abandoned: asked, but its worker lost the storage before starting it"
+    for key, value in record_attrs(failure_kind="abandoned", failure_reason=reason).items():
+        study._storage.set_trial_user_attr(trial._trial_id, key, value)  # no worker holds it: no optuna.Trial
+    study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._trial_record import read_record
+from ._trial_record import read_record, recorded
 
 if TYPE_CHECKING:
     import optuna
@@ -24,18 +24,18 @@ def succeeded(trial: optuna.trial.FrozenTrial) -> bool:
     """Trained and measured: its values are real metrics."""
     from optuna.trial import TrialState
 
-    return trial.state == TrialState.COMPLETE and read_record(trial).failure_reason is None
+    return trial.state == TrialState.COMPLETE and recorded(trial, "failure_reason") is None
 
 
 def stopped(trial: optuna.trial.FrozenTrial) -> bool:
     """Ended early by early stopping: PRUNED, with the step it reached and its last rung's values."""
     from optuna.trial import TrialState
 
-    return trial.state == TrialState.PRUNED and read_record(trial).stopped_values is not None
+    return trial.state == TrialState.PRUNED and recorded(trial, "stopped_values") is not None
 
 
 def is_rerun(trial: optuna.trial.FrozenTrial | optuna.Trial) -> bool:
-    return read_record(trial).verifies is not None
+    return recorded(trial, "verifies") is not None
 
 
 def searched(trial: optuna.trial.FrozenTrial) -> bool:
@@ -55,7 +55,7 @@ def tried(trial: optuna.trial.FrozenTrial) -> bool:
 
     if trial.state == TrialState.COMPLETE or stopped(trial):
         return True
-    return trial.state == TrialState.FAIL and read_record(trial).failure_kind == "config"
+    return trial.state == TrialState.FAIL and recorded(trial, "failure_kind") == "config"
 
 
 def under_way(trial: optuna.trial.FrozenTrial) -> bool:
@@ -65,7 +65,7 @@ def under_way(trial: optuna.trial.FrozenTrial) -> bool:
     return tried(trial) or trial.state in (TrialState.RUNNING, TrialState.WAITING)
 
 
-def used_budget(trial: optuna.trial.FrozenTrial) -> bool:
+def spent_budget(trial: optuna.trial.FrozenTrial) -> bool:
     """A trial of the search that was tried: what the study's budget counts."""
     return tried(trial) and not is_rerun(trial)
 
@@ -73,7 +73,7 @@ def used_budget(trial: optuna.trial.FrozenTrial) -> bool:
 def never_ran(trial: optuna.trial.FrozenTrial) -> bool:
     """Asked but never started: beyond the budget (`surplus`, asks racing without a lock), a
     config already in flight or done (`duplicate`, asked again), or `abandoned`."""
-    return read_record(trial).failure_kind in ("surplus", "duplicate", "abandoned")
+    return recorded(trial, "failure_kind") in ("surplus", "duplicate", "abandoned")
 
 
 def counts_toward_budget(trial: optuna.trial.FrozenTrial) -> bool:

@@ -21,13 +21,13 @@ from autotune.storage import (
     never_ran,
     read_record,
     searched,
+    spent_budget,
     stopped,
     succeeded,
     train_time_saved_s,
     train_time_spent_s,
     tried,
     under_way,
-    used_budget,
 )
 
 PREDICATES = (
@@ -38,7 +38,7 @@ PREDICATES = (
     is_feasible,
     tried,
     under_way,
-    used_budget,
+    spent_budget,
     never_ran,
     counts_toward_budget,
 )
@@ -151,7 +151,7 @@ T, F = True, False
 #                                            |  |  |  |  is_feasible
 #                                            |  |  |  |  |  tried
 #                                            |  |  |  |  |  |  under_way
-#                                            |  |  |  |  |  |  |  used_budget
+#                                            |  |  |  |  |  |  |  spent_budget
 #                                            |  |  |  |  |  |  |  |  never_ran
 #                                            |  |  |  |  |  |  |  |  |  counts_toward_budget
 KINDS = {
