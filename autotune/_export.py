@@ -18,7 +18,7 @@ from ._spec import StudySpec
 from ._study import load_study, on_front
 from .dashboards import StudyPoints, bounds_over, collect, normalise
 from .objectives import METRICS
-from .storage import is_feasible, loss_sign, read_record
+from .storage import is_feasible, kept_adapters, loss_sign, open_artifact_store, read_record, recorded, unpack_adapter
 
 if TYPE_CHECKING:
     import optuna
@@ -124,10 +124,12 @@ def export(
     verified: bool = False,
     out: str | Path | None = None,
     fmt: str = "yaml",
+    adapters: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """The chosen trials of study `name` as entries ready to train with, with their verified
     means and standard deviations where `autotune verify` re-ran them; only those with
-    `verified`. Written to `out` (YAML or JSON) when given.
+    `verified`. Written to `out` (YAML or JSON) when given. With `adapters`, each trial's
+    kept adapter is written to `adapters`/trial-N, a folder PeftModel.from_pretrained loads.
 
     Example:
         >>> autotune.export("lora-sweep", pick="knee", out="best.yaml")  # doctest: +SKIP
@@ -143,10 +145,60 @@ def export(
                 f"run: autotune verify {name} --pick {pick}, then its workers"
             )
     entries = [_entry(name, t, points) for t in chosen]
+    if adapters is not None:
+        for entry, trial in zip(entries, chosen, strict=True):
+            entry["adapter"] = str(
+                _write_adapter(name, spec, study.get_trials(deepcopy=False), points, trial, Path(adapters))
+            )
     if out is not None:
         Path(out).write_text(format_entries(entries, fmt))
     return entries
 
 
+def _write_adapter(
+    name: str,
+    spec: StudySpec,
+    trials: list[optuna.trial.FrozenTrial],
+    points: StudyPoints,
+    trial: optuna.trial.FrozenTrial,
+    folder: Path,
+) -> Path:
+    """Write the trial's kept adapter to folder/trial-N; AutotuneError where it was not kept."""
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    keep = spec.artifacts.keep if spec.artifacts else "none"
+    artifact = recorded(trial, "adapter_artifact")
+    front = {p.number for p in points.pareto}
+    if spec.artifacts is None or trial.number not in kept_adapters(trials, front, keep) or artifact is None:
+        raise AutotuneError(
+            f"trial {trial.number} of {name!r} has no adapter kept (artifacts.keep: {keep}); set artifacts: "
+            f"{{store: DIR, keep: all}} for the next trials, or train it again: autotune verify {name} --pick trial:{trial.number}"
+        )
+    target = folder / f"trial-{trial.number}"
+    try:
+        unpack_adapter(open_artifact_store(spec.artifacts.store), artifact, target)
+    except ArtifactNotFound:
+        raise AutotuneError(
+            f"trial {trial.number}'s adapter is gone from {spec.artifacts.store}; "
+            f"train it again: autotune verify {name} --pick trial:{trial.number}"
+        ) from None
+    except Exception as exc:  # the store away, or access refused
+        lines = str(exc).strip().splitlines()
+        raise AutotuneError(
+            f"cannot read trial {trial.number}'s adapter from {spec.artifacts.store}: "
+            f"{lines[0] if lines else type(exc).__name__}"
+        ) from None
+    return target
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """YAML a person reads: a value that repeats is written again, not as an anchor and alias."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def format_entries(entries: list[dict[str, Any]], fmt: str) -> str:
-    return json.dumps(entries, indent=2) if fmt == "json" else yaml.safe_dump(entries, sort_keys=False)
+    if fmt == "json":
+        return json.dumps(entries, indent=2)
+    return yaml.dump(entries, Dumper=_PlainDumper, sort_keys=False)

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 
 from ._baseline import LIKE_ATTR, require_comparable
 from ._errors import AutotuneError
+from ._spec import parse_spec
 from ._study import SPEC_ATTR, _storage, load_study
 from .dashboards import ReportInfo, build_report_info, push_figures, serve, succeeded_study, write_report
-from .storage import mask_url
+from .storage import mask_url, open_artifact_store
 
 if TYPE_CHECKING:
     import optuna
@@ -74,6 +75,7 @@ def run_dashboard(storage: str | None = None, *, host: str = "127.0.0.1", port: 
 
     url, rdb = _storage(storage)
     studies = [s for s in rdb.get_all_studies() if SPEC_ATTR in s.user_attrs]
+    specs = [parse_spec(s.user_attrs[SPEC_ATTR], f"spec stored with study {s.study_name!r}") for s in studies]
     baseline_of = {s.user_attrs[LIKE_ATTR]: s.study_name for s in studies if LIKE_ATTR in s.user_attrs}
     for frozen in studies:
         name = frozen.study_name
@@ -81,5 +83,8 @@ def run_dashboard(storage: str | None = None, *, host: str = "127.0.0.1", port: 
             continue
         info, study = build_report(name, url, baseline=baseline_of.get(name))
         push_figures(study, info)
-    print(f"optuna-dashboard on http://{host}:{port} for {mask_url(url)} (Ctrl-C stops it)", flush=True)
-    serve(rdb, host, port)
+    # optuna-dashboard serves one artifact store: the first study's that keeps adapters.
+    stores = [spec.artifacts.store for spec in specs if spec.artifacts is not None and spec.artifacts.keep != "none"]
+    artifacts = f"; adapters from {stores[0]}" if stores else ""
+    print(f"optuna-dashboard on http://{host}:{port} for {mask_url(url)}{artifacts} (Ctrl-C stops it)", flush=True)
+    serve(rdb, host, port, open_artifact_store(stores[0]) if stores else None)

@@ -22,6 +22,7 @@ from .objectives import AnyConfig, TrialConfig, warm_key
 from .storage import FailureKind
 
 _POLL_S = 0.2
+_SIGNAL_GRACE_S = 2.0  # how long a runner killed by SIGTERM/SIGINT waits for the worker's own stop
 
 
 class TrialFailed(Exception):
@@ -157,6 +158,11 @@ class Runner:
                 chunk = os.read(process.stdout.fileno(), 1 << 20)
                 if not chunk:  # it died without answering
                     returncode = process.wait()
+                    # A scheduler (Slurm) signals every process of a job: the runner may die of
+                    # it before the worker has handled its own. Then the trial was interrupted.
+                    if returncode in (-signal.SIGTERM, -signal.SIGINT) and stop.wait(_SIGNAL_GRACE_S):
+                        self.close()
+                        raise TrialFailed("interrupted: the worker was asked to stop", "interrupted")
                     raise TrialFailed(exit_reason(returncode), "config", self._log_tail(log_start))
                 return chunk
 

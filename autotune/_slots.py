@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._adapters import Adapters
 from ._ask import Asker
 from ._early_stopping import at_rung, reach_rung
 from ._runner import Runner, TrialFailed
@@ -36,6 +37,7 @@ class SlotLoop:
 
     asker: Asker
     teller: Teller
+    adapters: Adapters | None  # where trained adapters are kept; None: not kept
     cache_dir: str
     stop: threading.Event
     errors: list[BaseException] = field(default_factory=list)
@@ -94,6 +96,8 @@ def _run_on_slot(
                 raise TrialInputError(exc.reason) from None
         else:
             loop.teller.result(trial, result)
+            if loop.adapters is not None:
+                loop.teller.retry(lambda: loop.adapters.prune(loop.teller.study, loop.spec))
     except BaseException as exc:
         loop.errors.append(exc)
         loop.stop.set()
@@ -105,10 +109,17 @@ def _run(loop: SlotLoop, slot: Slot, trial: optuna.Trial, hyperparameters: Hyper
     """The runner's answer for the trial; TrialFailed where it has none."""
     loop.teller.progress.started(trial.number, trial.params, slot.gpu)
     config = trial_config(loop.spec, trial, hyperparameters, loop.cache_dir)
-    if isinstance(config, TrialConfig):
-        loop.teller.retry(lambda: write_record(trial, config=config.model_dump(mode="json")))
     on_rung = functools.partial(_at_rung, loop, trial)
-    return slot.runner.run(config, stop=loop.stop, time_limit_s=loop.spec.trial.timeout_s, on_rung=on_rung)
+    run = functools.partial(slot.runner.run, stop=loop.stop, time_limit_s=loop.spec.trial.timeout_s, on_rung=on_rung)
+    if not isinstance(config, TrialConfig):
+        return run(config)
+    loop.teller.retry(lambda: write_record(trial, config=config.model_dump(mode="json")))
+    if loop.adapters is None:
+        return run(config)
+    with loop.adapters.folder() as folder:
+        result = run(config.model_copy(update={"adapter_dir": folder}))
+        loop.adapters.keep(trial, folder, loop.teller.retry)  # before the tell: a front trial has its adapter
+    return result
 
 
 def _at_rung(loop: SlotLoop, trial: optuna.Trial, step: int, measured: dict[str, float]) -> bool:

@@ -165,6 +165,15 @@ class WorkerSpec(_Strict):
     trials_per_runner: int = Field(10, ge=1)
 
 
+class ArtifactsSpec(_Strict):
+    """Where the trained LoRA adapters are kept (Optuna's artifact store), and which."""
+
+    store: str = Field(min_length=1)  # a folder every worker's machine sees, or s3://BUCKET
+    # front: the Pareto front's adapters (and those of their verification re-runs), each
+    # removed once it falls off the front; all: every trial that trained to the end; none.
+    keep: Literal["front", "all", "none"] = "front"
+
+
 class Budget(_Strict):
     n_trials: int = Field(ge=1)  # finished trials, counted across all workers of the study
 
@@ -192,6 +201,7 @@ class StudySpec(_Strict):
     trial: TrialSpec = QLoRATrial()
     worker: WorkerSpec = WorkerSpec()
     early_stopping: EarlyStopping | None = None
+    artifacts: ArtifactsSpec | None = None  # None: no adapter is kept
     # Configs to try first, e.g. a known-good {lora_r: 8, lora_alpha: 32}.
     enqueue_trials: list[dict[str, Any]] = []
 
@@ -199,6 +209,10 @@ class StudySpec(_Strict):
     def _check(self) -> StudySpec:
         if isinstance(self.trial, QLoRATrial) and (self.model is None or self.dataset is None):
             raise ValueError("missing required key 'model' or 'dataset' (trial kind qlora trains a model on data)")
+        if self.artifacts is not None and not isinstance(self.trial, QLoRATrial):
+            raise ValueError(
+                f"artifacts: trial kind {self.trial.kind} trains no adapter; keep artifacts with kind qlora"
+            )
         metrics = [o.metric for o in self.objectives]
         if len(set(metrics)) != len(metrics):
             raise ValueError(f"objectives name a metric twice: {', '.join(metrics)}")
@@ -266,6 +280,9 @@ def _with_paths_from(spec: StudySpec, base: Path) -> StudySpec:
         update["dataset"] = spec.dataset.model_copy(update={"path": _resolve_local(spec.dataset.path, base)})
     if isinstance(spec.trial, TabularTrial):
         update["trial"] = spec.trial.model_copy(update={"table": _resolve_local(spec.trial.table, base)})
+    if spec.artifacts is not None and "://" not in spec.artifacts.store:  # a folder, made at study create
+        folder = str((base / Path(spec.artifacts.store).expanduser()).resolve())
+        update["artifacts"] = spec.artifacts.model_copy(update={"store": folder})
     return spec.model_copy(update=update)
 
 

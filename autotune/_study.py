@@ -13,7 +13,16 @@ from ._errors import AutotuneError
 from ._spec import QLoRATrial, StudySpec, TabularTrial, parse_spec
 from .dashboards import StudyPoints, Verification, collect
 from .objectives import TrialInputError, check_model_reference, load_examples, load_table
-from .storage import is_feasible, mask_url, open_storage, read_record, record_attrs, resolve_storage_url
+from .storage import (
+    check_artifact_store,
+    is_feasible,
+    kept_adapters,
+    mask_url,
+    open_storage,
+    read_record,
+    record_attrs,
+    resolve_storage_url,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -28,7 +37,10 @@ def _storage(url: str | None, heartbeat: tuple[int, int] | None = None) -> tuple
 
 def check_inputs(spec: StudySpec) -> None:
     """Fail before any trial on an input this machine lacks or cannot read: the model
-    reference and the dataset (a missing file, an unknown layout or column), the table."""
+    reference and the dataset (a missing file, an unknown layout or column), the table, an
+    artifact store it cannot write."""
+    if spec.artifacts is not None and spec.artifacts.keep != "none":
+        check_artifact_store(spec.artifacts.store)
     if isinstance(spec.trial, QLoRATrial):
         assert spec.model is not None and spec.dataset is not None  # the spec requires them
         check_model_reference(spec.model)
@@ -138,6 +150,8 @@ class StudySummary:
     train_time_s: float = 0.0  # the training time the trials took
     train_time_saved_s: float = 0.0  # what stopping trials early saved
     verification: Verification = field(default_factory=Verification)  # what autotune verify found
+    adapters: dict[int, int] = field(default_factory=dict)  # trial number -> bytes of its adapter kept
+    artifact_store: str | None = None  # where they are
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -177,6 +191,10 @@ def summarize(study: optuna.Study, spec: StudySpec) -> StudySummary:
         train_time_s=sum(points.train_time_s),
         train_time_saved_s=points.train_time_saved_s,
         verification=points.verification,
+        adapters=kept_adapters(trials, {p.number for p in points.pareto}, spec.artifacts.keep)
+        if spec.artifacts
+        else {},
+        artifact_store=spec.artifacts.store if spec.artifacts else None,
     )
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from rich.console import Console
 
+from ._adapters import Adapters
 from ._ask import Asker, work_left
 from ._progress import WorkerProgress
 from ._runner import Runner
@@ -121,7 +122,8 @@ def _run_worker(
     progress = WorkerProgress(console, spec.metric_names)
     retry = Retry(url, progress.note)
     teller = Teller(study, spec, retry, progress)
-    loop = SlotLoop(Asker(study, spec, AskLock(url, name), retry, teller, seed), teller, cache_dir, stop)
+    asker = Asker(study, spec, AskLock(url, name), retry, teller, seed)
+    loop = SlotLoop(asker, teller, Adapters.of(spec), cache_dir, stop)
     slots = [Slot(gpu, Runner(gpu, spec.worker.trials_per_runner)) for gpu in gpus or [None]]
     asking = threading.Thread(target=ask_and_hand_out, args=(loop, slots, n_trials, timeout), daemon=True)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -18,7 +19,7 @@ from ._errors import AutotuneError, Stopped
 from ._export import PICK_HELP, export, format_entries
 from ._progress import format_params
 from ._report import report, run_dashboard
-from ._spec import SamplerName, load_spec
+from ._spec import QLoRATrial, SamplerName, load_spec
 from ._study import StudySummary, create_study, list_studies, load_study, show_study
 from ._verify import verify
 from ._worker import run_worker
@@ -69,6 +70,10 @@ def _print_summary(summary: StudySummary) -> None:
             f"early stopping: {summary.stopped_early} trials stopped (pruned), "
             f"saving {summary.train_time_saved_s:.4g} s, {saved:.0%} of the training time"
         )
+    if summary.artifact_store is not None:
+        kept = ", ".join(map(str, sorted(summary.adapters))) or "none yet"
+        size = sum(summary.adapters.values()) / 2**20
+        console.print(f"adapters kept in {summary.artifact_store}: trials {kept} ({size:.1f} MiB)", highlight=False)
     for line in verification_lines(summary.verification):
         console.print(line, highlight=False, soft_wrap=True)
     table = Table("trial", "params", *summary.objectives, title="Pareto set")
@@ -114,7 +119,15 @@ def cmd_verify(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    entries = export(args.name, args.storage, pick=args.pick, verified=args.verified, out=args.out, fmt=args.format)
+    entries = export(
+        args.name,
+        args.storage,
+        pick=args.pick,
+        verified=args.verified,
+        out=args.out,
+        fmt=args.format,
+        adapters=args.adapters,
+    )
     if args.out is None:
         print(format_entries(entries, args.format), end="")
     else:
@@ -131,8 +144,48 @@ def cmd_grpc_proxy(args: argparse.Namespace) -> None:
     serve_grpc_proxy(url, args.host, args.port)
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs this process sees, named as a runner is pinned to them: with
+    CUDA_VISIBLE_DEVICES set (as Slurm, a container runtime or the user sets it), its first
+    torch.cuda.device_count() entries; else 0 .. device_count - 1."""
+    import torch
+
+    count = torch.cuda.device_count()
+    mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if mask is None:
+        return [str(i) for i in range(count)]
+    return [entry.strip() for entry in mask.split(",")][:count]
+
+
+def resolve_gpus(text: str | None, *, check: bool = True) -> list[str] | None:
+    """The worker's slots from --gpus: None without it (one slot, on the device the process
+    sees); `all`: every GPU it sees, or None with a note on stderr where it sees none (one
+    slot, on the CPU); else the ids given, each one it sees unless `check` is off."""
+    if text is None:
+        return None
+    names = [g.strip() for g in text.split(",") if g.strip()]
+    if not names or ("all" in names and names != ["all"]):
+        raise AutotuneError(f"--gpus {text!r}: give GPU ids (--gpus 0,1) or all (every GPU this process sees)")
+    if names == ["all"] or check:
+        visible = visible_gpus()
+        mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+        where = f" (CUDA_VISIBLE_DEVICES={mask})" if mask is not None else ""
+        seen = f"this process sees GPUs {','.join(visible)}{where}" if visible else f"this process sees no GPU{where}"
+        if names == ["all"]:
+            if not visible:
+                print(f"autotune: --gpus all: {seen}; one slot, on the CPU", file=sys.stderr)
+            return visible or None
+        missing = [g for g in names if g not in visible]
+        if missing:
+            raise AutotuneError(f"--gpus {','.join(missing)}: no such GPU here; {seen} (--gpus all takes them all)")
+    return names
+
+
 def cmd_worker(args: argparse.Namespace) -> None:
-    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    # Ids are checked where a trial trains (kind qlora); a simulated trial's slots are labels.
+    named = args.gpus is not None and args.gpus.strip() != "all"
+    check = named and isinstance(load_study(args.name, args.storage)[1].trial, QLoRATrial)
+    gpus = resolve_gpus(args.gpus, check=check)
     result = run_worker(args.name, args.storage, n_trials=args.n_trials, timeout=args.timeout, gpus=gpus)
     why = "interrupted" if result.interrupted else "budget reached" if result.budget_reached else "worker limit reached"
     print(f"worker done ({why}): {result.completed} complete, {result.failed} failed")
@@ -177,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--storage", help=storage_help)
     worker.add_argument("--n-trials", type=_positive_int, help="stop after this many trials of this worker")
     worker.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    worker.add_argument("--gpus", help="comma-separated GPU ids: one trial per GPU at a time")
+    worker.add_argument(
+        "--gpus", help="comma-separated GPU ids, or all (every GPU this process sees): one trial per GPU at a time"
+    )
     worker.set_defaults(func=cmd_worker)
 
     rep = commands.add_parser("report", help="HTML report: Pareto fronts against a baseline, hypervolume, importances")
@@ -199,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--verified", action="store_true", help="only configs that autotune verify re-ran")
     exp.add_argument("--out", help="file to write (default: stdout)")
     exp.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    exp.add_argument(
+        "--adapters", metavar="DIR", help="also write each trial's kept adapter to DIR/trial-N (peft loads it)"
+    )
     exp.add_argument("--storage", help=storage_help)
     exp.set_defaults(func=cmd_export)
 

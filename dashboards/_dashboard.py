@@ -10,6 +10,7 @@ from ._info import ReportInfo
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.artifacts._protocol import ArtifactStore
 
 
 def push_figures(study: optuna.Study, info: ReportInfo) -> list[str]:
@@ -23,7 +24,10 @@ def push_figures(study: optuna.Study, info: ReportInfo) -> list[str]:
     return [save_plotly_graph_object(study, f, graph_object_id=key) for key, f in figures.items()]
 
 
-def serve(storage: optuna.storages.BaseStorage, host: str, port: int) -> None:
+def serve(
+    storage: optuna.storages.BaseStorage, host: str, port: int, artifact_store: ArtifactStore | None = None
+) -> None:
+    """optuna-dashboard until stopped; with `artifact_store`, it lists and serves each trial's artifacts."""
     from optuna_dashboard import run_server
 
-    run_server(storage, host=host, port=port)
+    run_server(storage, host=host, port=port, artifact_store=artifact_store)

@@ -99,3 +99,6 @@ class TrialConfig(_Strict):
     # Steps (before the last) after which the held-out loss is measured: the learning curve,
     # and the rungs at which early stopping may end the trial.
     rungs: list[int] = []
+    # Where to save the trained adapter (peft's save_pretrained: adapter_config.json and
+    # safetensors, in the dtype it trained in), when it trained to the end; None: not saved.
+    adapter_dir: str | None = None

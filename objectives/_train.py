@@ -248,6 +248,8 @@ def train_adapter(base: Base, config: TrialConfig, on_rung: OnRung | None = None
             curve = rungs.curve
         eval_s = time.perf_counter() - train_ended + rungs.eval_s
         n_tokens = max((log.get("num_tokens", 0.0) for log in trainer.state.log_history), default=0.0)
+        if config.adapter_dir is not None and rungs.stopped_at is None:
+            trainer.model.save_pretrained(config.adapter_dir)
         base.model = _take_off_adapter(trainer)
     del trainer
     gc.collect()

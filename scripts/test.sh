@@ -11,6 +11,10 @@ python3 -m venv .venv
 if { ! command -v chromium || ! command -v docker-compose; } >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium docker-compose >/dev/null
 fi
+# Debian's Slurm and MUNGE (tests/test_slurm.py starts a one-node cluster on localhost).
+if { ! command -v slurmctld || ! command -v munged; } >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null
+fi
 if command -v pg_ctlcluster >/dev/null && ! pg_isready -q -h 127.0.0.1; then
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
 fi

@@ -2,6 +2,7 @@
 Optuna journal file, a gRPC proxy), engine options, transient errors, and heartbeats for
 recovering the trials of dead workers; what a trial stores (its record) and what became of it."""
 
+from ._artifacts import check_artifact_store, kept_adapters, open_artifact_store, pack_adapter, unpack_adapter
 from ._liveness import Retry, beat, fail_dead_trials, heartbeat
 from ._lock import AskLock
 from ._open import StorageError, is_database_error, is_transient, open_storage, serve_grpc_proxy, storage_error
@@ -27,6 +28,11 @@ from ._trial_record import FailureKind, Rung, TrialRecord, read_record, record_a
 from ._url import DEFAULT_STORAGE, mask_url, resolve_storage_url
 
 __all__ = [
+    "check_artifact_store",
+    "kept_adapters",
+    "open_artifact_store",
+    "pack_adapter",
+    "unpack_adapter",
     "AskLock",
     "DEFAULT_STORAGE",
     "FailureKind",

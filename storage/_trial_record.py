@@ -53,6 +53,11 @@ class TrialRecord(BaseModel):
     learning_curve: list[dict[str, Any]] | None = None
     grid_point: dict[str, float] | None = None  # a table's trial: the grid point replayed
     table_seed: int | None = None  # ... and the seed whose row it drew
+    # Kept: the trained adapter in the study's artifact store (a tar of peft's folder), its
+    # size; or why it could not be stored.
+    adapter_artifact: str | None = None
+    adapter_bytes: int | None = None
+    artifact_error: str | None = None
     # Early stopping: the values at each rung reached; where it stopped, its last rung's
     # values (what the sampler is shown) and the training time to that rung.
     rungs: list[Rung] | None = None
