@@ -19,4 +19,10 @@ if command -v pg_ctlcluster >/dev/null && ! pg_isready -q -h 127.0.0.1; then
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
 fi
 export AUTOTUNE_TEST_POSTGRES_URL="${AUTOTUNE_TEST_POSTGRES_URL:-postgresql+psycopg://postgres@127.0.0.1/test}"
-exec .venv/bin/python -m pytest "$@"
+if [ $# -gt 0 ]; then
+    exec .venv/bin/python -m pytest "$@"
+fi
+# Two at a time (most tests wait on workers, heartbeats and servers; the Slurm tests share one
+# cluster, so one process runs them all); the test that restarts PostgreSQL alone, after.
+.venv/bin/python -m pytest -n 2 --dist loadgroup -m "not serial"
+exec .venv/bin/python -m pytest -m serial

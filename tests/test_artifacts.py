@@ -75,7 +75,9 @@ def test_the_exported_adapter_gives_the_held_out_loss_the_trial_measured(kept, t
     config = json.dumps(trial.user_attrs["config"])
     loaded = subprocess.run([sys.executable, "-c", EVALUATE, config, str(folder)], capture_output=True, text=True)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
-    assert abs(json.loads(loaded.stdout.strip().splitlines()[-1]) - trial.user_attrs["metrics"]["eval_loss"]) < 1e-4
+    # Fresh processes agree to the last bit, with peft's loader as with the runner's own
+    # trainer; the training process's evaluation was seen 1.2e-4 from them (float32, loss 5.9).
+    assert abs(json.loads(loaded.stdout.strip().splitlines()[-1]) - trial.user_attrs["metrics"]["eval_loss"]) < 3e-4
 
 
 def test_keep_front_keeps_exactly_the_fronts_adapters(tmp_path, tiny_model, dataset_file, sqlite_url, capsys):

@@ -50,6 +50,7 @@ def test_sigkilled_workers_trials_fail_and_rerun(tmp_path):
     _check(row, 40)
 
 
+@pytest.mark.serial
 def test_workers_outlive_a_postgresql_restart(postgres_url):
     if shutil.which("pg_ctlcluster") is None or os.geteuid() != 0 or not Path("/etc/postgresql").is_dir():
         pytest.skip("restarting PostgreSQL needs pg_ctlcluster and root")

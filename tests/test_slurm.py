@@ -26,6 +26,8 @@ from autotune.storage import read_record
 
 from conftest import write_spec
 
+pytestmark = pytest.mark.xdist_group("slurm")  # one cluster: every test here in one process
+
 SBATCH = Path(__file__).parent.parent / "docker" / "slurm" / "worker.sbatch"
 PARTITION = "autotune"
 HEADER = re.compile(r"task (\d+)_(\d+) \(restart (\d+)\), worker (\S+):(\d+), GPUs: (.*), storage: ")
@@ -319,8 +321,13 @@ def _trials_of(url: str, worker: str, *states: optuna.trial.TrialState) -> list[
 
 
 def _wait_running(url: str, worker: str, timeout: float = 60) -> None:
+    """Until a trial of `worker` runs with all its params stored (it is asked, then suggested)."""
     deadline = time.monotonic() + timeout
-    while not _trials_of(url, worker, optuna.trial.TrialState.RUNNING):
+    study = optuna.load_study(study_name="z", storage=url)
+    while not any(
+        read_record(t).worker == worker and len(t.params) == 3
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    ):
         if time.monotonic() > deadline:
             raise AssertionError(f"no trial of worker {worker} started in {timeout:.0f} s")
         time.sleep(0.2)
