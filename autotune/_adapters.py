@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +28,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class Adapters:
+    spec: StudySpec
     artifacts: ArtifactsSpec
     store: ArtifactStore
     removed: set[str] = field(default_factory=set)  # by this worker
@@ -38,16 +37,12 @@ class Adapters:
     def of(cls, spec: StudySpec) -> Adapters | None:
         if spec.artifacts is None or spec.artifacts.keep == "none":
             return None
-        return cls(spec.artifacts, open_artifact_store(spec.artifacts.store))
+        return cls(spec, spec.artifacts, open_artifact_store(spec.artifacts.store))
 
-    @contextmanager
-    def folder(self) -> Iterator[str]:
+    @staticmethod
+    def folder() -> tempfile.TemporaryDirectory[str]:
         """A folder for the runner to save the trial's adapter in; removed afterwards."""
-        folder = tempfile.mkdtemp(prefix="autotune-adapter-")
-        try:
-            yield folder
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+        return tempfile.TemporaryDirectory(prefix="autotune-adapter-", ignore_cleanup_errors=True)
 
     def keep(self, trial: optuna.Trial, folder: str, retry: Retry) -> None:
         """Upload the adapter saved in `folder` (none where the trial stopped early) and record
@@ -70,14 +65,14 @@ class Adapters:
             shutil.rmtree(packed.parent, ignore_errors=True)
         retry(lambda: write_record(trial, adapter_artifact=artifact, adapter_bytes=size))
 
-    def prune(self, study: optuna.Study, spec: StudySpec) -> None:
+    def prune(self, study: optuna.Study) -> None:
         """With keep: front, remove the adapters of told trials that are off the front."""
         from optuna.artifacts.exceptions import ArtifactNotFound
 
         if self.artifacts.keep != "front":
             return
-        trials = study.get_trials(deepcopy=False)
-        front = {p.number for p in collect(study, spec.metric_names, spec.directions, spec.sampler.name).pareto}
+        spec, trials = self.spec, study.get_trials(deepcopy=False)
+        front = {p.number for p in collect(study, spec.metric_names, spec.directions, spec.sampler.name, trials).pareto}
         kept = kept_adapters(trials, front, self.artifacts.keep)
         for trial in trials:
             artifact = recorded(trial, "adapter_artifact")

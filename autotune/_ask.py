@@ -1,7 +1,8 @@
 """Asking the study for a trial: under the study's ask lock, so that no two asks race
 anywhere and the trial's params are stored before anyone asks again; within the budget,
 counted across all workers; never a config already in flight or tried (storage.under_way),
-unless the search space seems exhausted. The study's trials are read once per ask."""
+unless the search space seems exhausted. The study's trials are read once per ask attempt
+(once more without an exclusive lock, after the sampler)."""
 
 from __future__ import annotations
 

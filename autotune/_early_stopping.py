@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ._spec import EarlyStopping
-from .storage import Rung, non_domination_rank, read_record, to_loss, write_record
+from .storage import Rung, non_domination_rank, read_record, recorded, to_loss, write_record
 
 if TYPE_CHECKING:
     import optuna
@@ -84,8 +84,10 @@ def goes_on(
 
 
 def values_at(trials: Sequence[optuna.trial.FrozenTrial], step: int, but: int) -> list[list[float]]:
-    """The values recorded at rung `step` by every trial but trial number `but`."""
-    return [rung.values for t in trials if t.number != but for rung in read_record(t).rungs or () if rung.step == step]
+    """The values recorded at rung `step` by every trial but trial number `but` (every trial,
+    at every rung: single fields, not whole records)."""
+    rungs = (rung for t in trials if t.number != but for rung in recorded(t, "rungs") or ())
+    return [rung["values"] for rung in rungs if rung["step"] == step]
 
 
 def reach_rung(

@@ -146,49 +146,53 @@ def export(
             )
     entries = [_entry(name, t, points) for t in chosen]
     if adapters is not None:
-        for entry, trial in zip(entries, chosen, strict=True):
-            entry["adapter"] = str(
-                _write_adapter(name, spec, study.get_trials(deepcopy=False), points, trial, Path(adapters))
-            )
+        written = _write_adapters(name, spec, study.get_trials(deepcopy=False), points, chosen, Path(adapters))
+        for entry, folder in zip(entries, written, strict=True):
+            entry["adapter"] = str(folder)
     if out is not None:
         Path(out).write_text(format_entries(entries, fmt))
     return entries
 
 
-def _write_adapter(
+def _write_adapters(
     name: str,
     spec: StudySpec,
     trials: list[optuna.trial.FrozenTrial],
     points: StudyPoints,
-    trial: optuna.trial.FrozenTrial,
+    chosen: list[optuna.trial.FrozenTrial],
     folder: Path,
-) -> Path:
-    """Write the trial's kept adapter to folder/trial-N; AutotuneError where it was not kept."""
+) -> list[Path]:
+    """Write each chosen trial's kept adapter to folder/trial-N; AutotuneError for the first
+    that was not kept."""
     from optuna.artifacts.exceptions import ArtifactNotFound
 
     keep = spec.artifacts.keep if spec.artifacts else "none"
-    artifact = recorded(trial, "adapter_artifact")
-    front = {p.number for p in points.pareto}
-    if spec.artifacts is None or trial.number not in kept_adapters(trials, front, keep) or artifact is None:
-        raise AutotuneError(
-            f"trial {trial.number} of {name!r} has no adapter kept (artifacts.keep: {keep}); set artifacts: "
-            f"{{store: DIR, keep: all}} for the next trials, or train it again: autotune verify {name} --pick trial:{trial.number}"
-        )
-    target = folder / f"trial-{trial.number}"
-    try:
-        unpack_adapter(open_artifact_store(spec.artifacts.store), artifact, target)
-    except ArtifactNotFound:
-        raise AutotuneError(
-            f"trial {trial.number}'s adapter is gone from {spec.artifacts.store}; "
-            f"train it again: autotune verify {name} --pick trial:{trial.number}"
-        ) from None
-    except Exception as exc:  # the store away, or access refused
-        lines = str(exc).strip().splitlines()
-        raise AutotuneError(
-            f"cannot read trial {trial.number}'s adapter from {spec.artifacts.store}: "
-            f"{lines[0] if lines else type(exc).__name__}"
-        ) from None
-    return target
+    kept = kept_adapters(trials, {p.number for p in points.pareto}, keep)
+    for trial in chosen:
+        if trial.number not in kept:
+            raise AutotuneError(
+                f"trial {trial.number} of {name!r} has no adapter kept (artifacts.keep: {keep}); set artifacts: "
+                f"{{store: DIR, keep: all}} for the next trials, or train it again: autotune verify {name} --pick trial:{trial.number}"
+            )
+    assert spec.artifacts is not None  # a trial's adapter is kept
+    store, written = open_artifact_store(spec.artifacts.store), []
+    for trial in chosen:
+        target = folder / f"trial-{trial.number}"
+        try:
+            unpack_adapter(store, recorded(trial, "adapter_artifact"), target)
+        except ArtifactNotFound:
+            raise AutotuneError(
+                f"trial {trial.number}'s adapter is gone from {spec.artifacts.store}; "
+                f"train it again: autotune verify {name} --pick trial:{trial.number}"
+            ) from None
+        except Exception as exc:  # the store away, or access refused
+            lines = str(exc).strip().splitlines()
+            raise AutotuneError(
+                f"cannot read trial {trial.number}'s adapter from {spec.artifacts.store}: "
+                f"{lines[0] if lines else type(exc).__name__}"
+            ) from None
+        written.append(target)
+    return written
 
 
 class _PlainDumper(yaml.SafeDumper):

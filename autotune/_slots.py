@@ -97,7 +97,7 @@ def _run_on_slot(
         else:
             loop.teller.result(trial, result)
             if loop.adapters is not None:
-                loop.teller.retry(lambda: loop.adapters.prune(loop.teller.study, loop.spec))
+                loop.teller.retry(lambda: loop.adapters.prune(loop.teller.study))
     except BaseException as exc:
         loop.errors.append(exc)
         loop.stop.set()

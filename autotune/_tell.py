@@ -78,9 +78,8 @@ class Teller:
         penalty = self.retry(self._penalty) if failure.kind == "config" else None
 
         def record() -> None:
-            write_record(trial, failure_kind=failure.kind, failure_reason=failure.reason)
-            if failure.log_tail:
-                write_record(trial, log_tail=failure.log_tail)
+            log_tail = {"log_tail": failure.log_tail} if failure.log_tail else {}
+            write_record(trial, failure_kind=failure.kind, failure_reason=failure.reason, **log_tail)
             if penalty is not None:
                 trial.set_constraint(CONFIG_FAILED, 1.0)
                 for constraint in self.spec.constraints:  # every trial carries the same constraints

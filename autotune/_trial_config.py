@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ._early_stopping import rung_steps
 from ._spec import QLoRATrial, StudySpec, TabularTrial, TestFunctionTrial
 from .objectives import AnyConfig, Hyperparameters, SimulatedConfig, TrialConfig
-from .storage import is_rerun, read_record
+from .storage import is_rerun, recorded
 
 if TYPE_CHECKING:
     import optuna
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def trial_config(spec: StudySpec, trial: optuna.Trial, hyperparameters: Hyperparameters, cache_dir: str) -> AnyConfig:
     """What the runner runs: the spec's model and data trained with the trial's
     hyperparameters, or the simulated trial the spec's kind names."""
-    seed = read_record(trial).seed  # a verification re-run's, set when it was queued
+    seed = recorded(trial, "seed")  # a verification re-run's, set when it was queued
     seed = spec.training.seed if seed is None else seed
     rungs = rungs_of(spec, trial)
     if isinstance(spec.trial, QLoRATrial):

@@ -13,7 +13,7 @@ from ._export import pick_trials
 from ._spec import TabularTrial
 from ._study import load_study
 from .dashboards import collect
-from .storage import is_rerun, read_record, record_attrs, under_way
+from .storage import is_rerun, record_attrs, recorded, under_way
 
 
 @dataclass
@@ -43,7 +43,7 @@ def verify(name: str, storage: str | None = None, *, pick: str = "pareto", seeds
     chosen = pick_trials(study, spec, pick, collect(study, spec.metric_names, spec.directions, spec.sampler.name))
     new_seeds = [spec.training.seed + i for i in range(1, seeds + 1)]
     taken = {
-        (read_record(t).verifies, read_record(t).seed)
+        (recorded(t, "verifies"), recorded(t, "seed"))
         for t in study.get_trials(deepcopy=False)
         if is_rerun(t) and under_way(t)
     }

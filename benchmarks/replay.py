@@ -125,11 +125,14 @@ class Replay:
         whose config goes on the run's front."""
         self._steps += steps
         self._seconds += seconds
-        if finished is not None:
+        history = self.history
+        if finished is not None:  # only then does the front change
             self._front.append(self.problem.mean_points[finished])
-        self.history.steps.append(self._steps)
-        self.history.seconds.append(self._seconds)
-        self.history.hypervolume.append(hypervolume(self._front, REFERENCE) / self.problem.true_hypervolume)
+            history.hypervolume.append(hypervolume(self._front, REFERENCE) / self.problem.true_hypervolume)
+        else:
+            history.hypervolume.append(history.hypervolume[-1] if history.hypervolume else 0.0)
+        history.steps.append(self._steps)
+        history.seconds.append(self._seconds)
 
 
 class ReplayTrial:

@@ -115,8 +115,15 @@ def pareto_front(points: list[TrialPoint], metric_names: list[str], directions: 
     return [p for p, rank in zip(feasible, ranks, strict=True) if rank == 0]
 
 
-def collect(study: optuna.Study, metric_names: list[str], directions: list[str], sampler: str) -> StudyPoints:
-    all_trials = study.get_trials(deepcopy=False)
+def collect(
+    study: optuna.Study,
+    metric_names: list[str],
+    directions: list[str],
+    sampler: str,
+    trials: list[optuna.trial.FrozenTrial] | None = None,
+) -> StudyPoints:
+    """The study's points; from `trials` where the caller has read them already."""
+    all_trials = study.get_trials(deepcopy=False) if trials is None else trials
     points = [
         TrialPoint(t.number, dict(t.params), dict(zip(metric_names, t.values, strict=True)), is_feasible(t))
         for t in all_trials

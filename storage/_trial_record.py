@@ -86,8 +86,7 @@ def recorded(trial: optuna.trial.FrozenTrial | optuna.Trial, field: str) -> Any:
 
 def write_record(trial: optuna.Trial, **fields: Any) -> None:
     """Store `fields` of the trial's record, checked against it first."""
-    record = TrialRecord.model_validate(fields)
-    for key, value in record.model_dump(mode="json", include=set(fields)).items():
+    for key, value in record_attrs(**fields).items():
         trial.set_user_attr(key, value)
 
 
