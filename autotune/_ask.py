@@ -9,14 +9,25 @@ from __future__ import annotations
 import os
 import socket
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ._runner import TrialFailed
-from ._spec import StudySpec
+from ._spec import Budget, StudySpec
 from ._tell import Teller
 from .objectives import Hyperparameters
-from .storage import AskLock, Retry, beat, budget_used, fail_dead_trials, is_rerun, under_way, write_record
+from .storage import (
+    AskLock,
+    Retry,
+    beat,
+    budget_used,
+    device_hours_spent,
+    fail_dead_trials,
+    is_rerun,
+    under_way,
+    write_record,
+)
 
 if TYPE_CHECKING:
     import threading
@@ -28,11 +39,21 @@ if TYPE_CHECKING:
 MAX_DUPLICATE_ASKS = 5
 
 
-def work_left(trials: list[optuna.trial.FrozenTrial], budget: int) -> bool:
-    """Budget left, or queued trials (enqueued configs, re-runs) that it already counts."""
+def work_left(trials: list[optuna.trial.FrozenTrial], budget: Budget) -> bool:
+    """Queued re-runs (their cost is not the budget's), or budget left: device hours, and
+    trials beyond those queued (enqueued configs the trial count already counts)."""
     from optuna.trial import TrialState
 
-    return any(t.state == TrialState.WAITING for t in trials) or budget_used(trials) < budget
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    if any(is_rerun(t) for t in waiting):
+        return True
+    if budget.gpu_hours is not None and device_hours_spent(trials) >= budget.gpu_hours:
+        return False
+    return bool(waiting) or not _trials_used(trials, budget)
+
+
+def _trials_used(trials: Iterable[optuna.trial.FrozenTrial], budget: Budget) -> bool:
+    return budget.n_trials is not None and budget_used(trials) >= budget.n_trials
 
 
 @dataclass
@@ -63,7 +84,7 @@ class Asker:
     def _ask_once(self) -> tuple[optuna.Trial, Hyperparameters, list[optuna.trial.FrozenTrial]] | None:
         """A new trial, its hyperparameters and the trials before it; None when the budget is used."""
         trials = fail_dead_trials(self.study, self.spec.worker.grace_period_s)
-        budget = self.spec.budget.n_trials
+        budget = self.spec.budget
         if not work_left(trials, budget):
             return None
         with warnings.catch_warnings():  # "Heartbeat ... supposed to be used with Study.optimize": we beat it
@@ -75,7 +96,7 @@ class Asker:
         hyperparameters = self.spec.search_space.suggest(trial)
         if not self.lock.exclusive:  # workers may have asked at the same moment: read what they asked
             trials = self.study.get_trials(deepcopy=False)
-        if not is_rerun(trial) and budget_used(t for t in trials if t.number < trial.number) >= budget:
+        if not is_rerun(trial) and _trials_used((t for t in trials if t.number < trial.number), budget):
             self.teller.failed(trial, TrialFailed("surplus: other workers used the budget first", "surplus"))
             return None
         return trial, hyperparameters, trials
@@ -95,7 +116,7 @@ class Asker:
 
         while not stop.is_set():
             trials = self.retry(lambda: fail_dead_trials(self.study, self.spec.worker.grace_period_s))
-            if work_left(trials, self.spec.budget.n_trials):
+            if work_left(trials, self.spec.budget):
                 return True
             if not any(t.state == TrialState.RUNNING for t in trials):
                 return False

@@ -64,9 +64,9 @@ def run_demo(storage: str | None = None, *, n_workers: int = 2, console: Console
     url = resolve_storage_url(storage)
     spec = load_spec(DEMO_SPEC)
     study = create_study(DEMO_STUDY, spec, url, skip_if_exists=True)
-    console.print(
-        f"demo study {DEMO_STUDY!r} in {url}: {spec.budget.n_trials} trials, {n_workers} workers, spec {DEMO_SPEC}"
-    )
+    n_trials = spec.budget.n_trials
+    assert n_trials is not None  # the demo's budget is a number of trials
+    console.print(f"demo study {DEMO_STUDY!r} in {url}: {n_trials} trials, {n_workers} workers, spec {DEMO_SPEC}")
     # Share the cores: trials running side by side on a CPU would fight over them.
     threads = max(1, (os.cpu_count() or 1) // n_workers)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
@@ -92,17 +92,17 @@ def run_demo(storage: str | None = None, *, n_workers: int = 2, console: Console
             relay.start()
         columns = (TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=True) as progress:
-            task = progress.add_task("demo", total=spec.budget.n_trials)
+            task = progress.add_task("demo", total=n_trials)
             while any(w.poll() is None for w in workers):
                 finished = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
-                progress.update(task, completed=min(finished, spec.budget.n_trials))
+                progress.update(task, completed=min(finished, n_trials))
                 time.sleep(1.0)
         for relay in relays:
             relay.join()
     if received:
         raise Stopped(
             received[0],
-            f"demo stopped: {budget_used(study.get_trials(deepcopy=False))} of {spec.budget.n_trials} trials used; run it again to go on",
+            f"demo stopped: {budget_used(study.get_trials(deepcopy=False))} of {n_trials} trials used; run it again to go on",
         )
-    console.print(f"demo: {budget_used(study.get_trials(deepcopy=False))} of {spec.budget.n_trials} trials used")
+    console.print(f"demo: {budget_used(study.get_trials(deepcopy=False))} of {n_trials} trials used")
     return summarize(study, spec)

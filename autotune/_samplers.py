@@ -13,11 +13,14 @@ if TYPE_CHECKING:
     import optuna
 
 
-def nsga2_population_size(spec: SamplerSpec, n_trials: int) -> int:
-    return spec.population_size or min(50, max(4, n_trials // 5))
+def nsga2_population_size(spec: SamplerSpec, n_trials: int | None) -> int:
+    if spec.population_size is not None:
+        return spec.population_size
+    assert n_trials is not None, "a spec without budget.n_trials sets nsga2's population_size"
+    return min(50, max(4, n_trials // 5))
 
 
-def build_sampler(spec: SamplerSpec, n_trials: int, seed: int | None) -> optuna.samplers.BaseSampler:
+def build_sampler(spec: SamplerSpec, n_trials: int | None, seed: int | None) -> optuna.samplers.BaseSampler:
     """The Optuna sampler the spec names. `seed` is the spec's seed made distinct per worker,
     so that parallel workers do not propose the same points."""
     import optuna

@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from ._adapters import Adapters
 from ._ask import Asker
+from ._devices import device_factor, read_calibration, scaled
 from ._early_stopping import at_rung, reach_rung
 from ._runner import Runner, TrialFailed
 from ._spec import StudySpec
 from ._tell import Teller
 from ._trial_config import trial_config
-from .objectives import Hyperparameters, TrialConfig, TrialInputError
+from .objectives import AnyConfig, Hyperparameters, TrialConfig, TrialInputError
 from .storage import heartbeat, write_record
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 class Slot:
     gpu: str | None
     runner: Runner
+    device: str  # its device type (autotune._devices.device_type)
+    factor: float | None = None  # its device's time factor in the study, once calibrated
 
 
 @dataclass
@@ -86,15 +89,20 @@ def _run_on_slot(
     loop: SlotLoop, slot: Slot, trial: optuna.Trial, hyperparameters: Hyperparameters, free: queue.Queue[Slot]
 ) -> None:
     """Run the trial in the slot's runner and tell the study how it ended."""
+    started = time.monotonic()
     try:
         try:
             with heartbeat(trial, loop.teller.retry):
-                result = _run(loop, slot, trial, hyperparameters)
+                config = _config(loop, slot, trial, hyperparameters)
+                started = time.monotonic()  # the trial's own device time, after any calibration
+                result = _run(loop, slot, trial, config)
         except TrialFailed as exc:
-            loop.teller.failed(trial, exc)
+            loop.teller.failed(trial, exc, device_time_s=time.monotonic() - started)
             if exc.kind == "input":
                 raise TrialInputError(exc.reason) from None
         else:
+            # The slot's time, unless a simulated trial says what its pretend device took.
+            result["info"].setdefault("device_time_s", time.monotonic() - started)
             loop.teller.result(trial, result)
             if loop.adapters is not None:
                 loop.teller.retry(lambda: loop.adapters.prune(loop.teller.study))
@@ -105,28 +113,57 @@ def _run_on_slot(
         free.put(slot)
 
 
-def _run(loop: SlotLoop, slot: Slot, trial: optuna.Trial, hyperparameters: Hyperparameters) -> dict[str, Any]:
-    """The runner's answer for the trial; TrialFailed where it has none."""
+def _config(loop: SlotLoop, slot: Slot, trial: optuna.Trial, hyperparameters: Hyperparameters) -> AnyConfig:
+    """What the slot's runner runs for the trial; a QLoRA trial's slot is calibrated first."""
     loop.teller.progress.started(trial.number, trial.params, slot.gpu)
     config = trial_config(loop.spec, trial, hyperparameters, loop.cache_dir)
-    on_rung = functools.partial(_at_rung, loop, trial)
-    run = functools.partial(slot.runner.run, stop=loop.stop, time_limit_s=loop.spec.trial.timeout_s, on_rung=on_rung)
+    if isinstance(config, TrialConfig) and slot.factor is None:
+        train = functools.partial(slot.runner.run, stop=loop.stop)
+        try:
+            slot.factor = device_factor(
+                loop.teller.study, slot.device, config, train, loop.asker.lock, loop.teller.retry
+            )
+        except TrialFailed as exc:
+            if exc.kind != "config":  # interrupted, or the model or data cannot be used: as in a trial
+                raise
+            # With the trial's own hyperparameters (the study's first calibration) the config
+            # failed; with the study's, this device cannot run what the others ran: stop here.
+            stored = loop.teller.retry(lambda: read_calibration(loop.teller.study))
+            own = stored is None or stored.hyperparameters == config.hyperparameters.model_dump(mode="json")
+            reason = f"calibrating {slot.device} failed: {exc.reason}"
+            raise TrialFailed(reason, "config" if own else "input", exc.log_tail) from None
+    return config
+
+
+def _run(loop: SlotLoop, slot: Slot, trial: optuna.Trial, config: AnyConfig) -> dict[str, Any]:
+    """The runner's answer for the trial (a QLoRA trial's times in the reference device's
+    seconds); TrialFailed where it has none."""
     if not isinstance(config, TrialConfig):
-        return run(config)
+        return _answer(loop, slot, trial, config)
     loop.teller.retry(lambda: write_record(trial, config=config.model_dump(mode="json")))
     if loop.adapters is None:
-        return run(config)
-    with loop.adapters.folder() as folder:
-        result = run(config.model_copy(update={"adapter_dir": folder}))
-        loop.adapters.keep(trial, folder, loop.teller.retry)  # before the tell: a front trial has its adapter
+        result = _answer(loop, slot, trial, config)
+    else:
+        with loop.adapters.folder() as folder:
+            result = _answer(loop, slot, trial, config.model_copy(update={"adapter_dir": folder}))
+            loop.adapters.keep(trial, folder, loop.teller.retry)  # before the tell: a front trial has its adapter
+    assert slot.factor is not None
+    measured = result["metrics"]["train_time_s"]
+    result["metrics"] = scaled(result["metrics"], slot.factor)
+    result["info"] |= {"device_type": slot.device, "device_factor": slot.factor, "measured_train_time_s": measured}
     return result
 
 
-def _at_rung(loop: SlotLoop, trial: optuna.Trial, step: int, measured: dict[str, float]) -> bool:
+def _answer(loop: SlotLoop, slot: Slot, trial: optuna.Trial, config: AnyConfig) -> dict[str, Any]:
+    on_rung = functools.partial(_at_rung, loop, trial, slot.factor or 1.0)
+    return slot.runner.run(config, stop=loop.stop, time_limit_s=loop.spec.trial.timeout_s, on_rung=on_rung)
+
+
+def _at_rung(loop: SlotLoop, trial: optuna.Trial, time_factor: float, step: int, measured: dict[str, float]) -> bool:
     """Whether the trial goes on from rung `step`, its values there recorded in the study."""
     spec = loop.spec
     assert spec.early_stopping is not None and spec.training.max_steps is not None
-    metrics = at_rung(measured, step, spec.training.max_steps)
+    metrics = at_rung(scaled(measured, time_factor), step, spec.training.max_steps)
     values = [float(metrics[m]) for m in spec.metric_names]
     factor = spec.early_stopping.reduction_factor
     return loop.teller.retry(lambda: reach_rung(loop.teller.study, trial, step, values, spec.directions, factor))

@@ -175,7 +175,24 @@ class ArtifactsSpec(_Strict):
 
 
 class Budget(_Strict):
-    n_trials: int = Field(ge=1)  # finished trials, counted across all workers of the study
+    """What the study may spend, counted across all its workers: the first limit reached ends it."""
+
+    n_trials: int | None = Field(None, ge=1)  # trials of the search tried
+    # Hours of device time (a GPU's; on a CPU, the CPU's) the trials of the search took:
+    # each trial's whole time on its slot (storage.device_time_s), a stopped trial's to where
+    # it stopped; verification re-runs are not counted.
+    gpu_hours: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> Budget:
+        if self.n_trials is None and self.gpu_hours is None:
+            raise ValueError("give n_trials, gpu_hours or both (the first reached ends the study)")
+        return self
+
+    def __str__(self) -> str:
+        limits = [f"{self.n_trials} trials"] if self.n_trials is not None else []
+        limits += [f"{self.gpu_hours:g} GPU-hours"] if self.gpu_hours is not None else []
+        return " or ".join(limits)
 
 
 def _default_objectives() -> list[Objective]:
@@ -227,7 +244,12 @@ class StudySpec(_Strict):
                     f"early_stopping.min_steps ({self.early_stopping.min_steps}) must be below "
                     f"training.max_steps ({max_steps}), or there is no rung to stop at"
                 )
-        if self.sampler.n_pilot_trials > self.budget.n_trials:
+        if self.sampler.name == "nsga2" and self.sampler.population_size is None and self.budget.n_trials is None:
+            raise ValueError(
+                "sampler nsga2 sizes its population from budget.n_trials: set sampler.population_size "
+                "when the budget is gpu_hours alone"
+            )
+        if self.budget.n_trials is not None and self.sampler.n_pilot_trials > self.budget.n_trials:
             raise ValueError(
                 f"sampler.n_pilot_trials ({self.sampler.n_pilot_trials}) exceeds budget.n_trials ({self.budget.n_trials})"
             )

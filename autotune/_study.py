@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 from ._baseline import LIKE_ATTR, copy_pilot_trials, pilot_points, require_comparable
 from ._early_stopping import rung_steps
 from ._errors import AutotuneError
-from ._spec import QLoRATrial, StudySpec, TabularTrial, parse_spec
+from ._spec import Budget, QLoRATrial, StudySpec, TabularTrial, parse_spec
 from .dashboards import StudyPoints, Verification, collect
 from .objectives import TrialInputError, check_model_reference, load_examples, load_table
 from .storage import (
     check_artifact_store,
+    device_hours_spent,
     is_feasible,
     kept_adapters,
     mask_url,
@@ -141,7 +142,7 @@ class TrialRow:
 class StudySummary:
     name: str
     sampler: str
-    budget: int
+    budget: Budget
     objectives: list[str]
     directions: list[str]
     states: dict[str, int]
@@ -152,9 +153,11 @@ class StudySummary:
     verification: Verification = field(default_factory=Verification)  # what autotune verify found
     adapters: dict[int, int] = field(default_factory=dict)  # trial number -> bytes of its adapter kept
     artifact_store: str | None = None  # where they are
+    device_hours: float = 0.0  # the device time the trials of the search took (storage.device_hours_spent)
+    devices: dict[str, tuple[float, int]] = field(default_factory=dict)  # device type -> (time factor, trials)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"budget": self.budget.model_dump()}
 
 
 def _row(trial: optuna.trial.FrozenTrial, spec: StudySpec) -> TrialRow:
@@ -182,7 +185,7 @@ def summarize(study: optuna.Study, spec: StudySpec) -> StudySummary:
     return StudySummary(
         name=study.study_name,
         sampler=spec.sampler.name,
-        budget=spec.budget.n_trials,
+        budget=spec.budget,
         objectives=spec.metric_names,
         directions=spec.directions,
         states=dict(Counter(t.state.name for t in trials)),
@@ -195,6 +198,8 @@ def summarize(study: optuna.Study, spec: StudySpec) -> StudySummary:
         if spec.artifacts
         else {},
         artifact_store=spec.artifacts.store if spec.artifacts else None,
+        device_hours=device_hours_spent(trials),
+        devices=points.devices,
     )
 
 
@@ -220,7 +225,7 @@ def list_studies(storage: str | None = None) -> list[StudySummary]:
             StudySummary(
                 frozen.study_name,
                 spec.sampler.name,
-                spec.budget.n_trials,
+                spec.budget,
                 spec.metric_names,
                 spec.directions,
                 dict(states),

@@ -73,13 +73,15 @@ class Teller:
         for constraint in self.spec.constraints:
             trial.set_constraint(str(constraint), constraint.violation(metrics))
 
-    def failed(self, trial: optuna.Trial, failure: TrialFailed) -> None:
-        """Record why; a failed config is told with the penalty, once a trial has succeeded."""
+    def failed(self, trial: optuna.Trial, failure: TrialFailed, device_time_s: float | None = None) -> None:
+        """Record why (and the device time it took, where it ran); a failed config is told
+        with the penalty, once a trial has succeeded."""
         penalty = self.retry(self._penalty) if failure.kind == "config" else None
 
         def record() -> None:
-            log_tail = {"log_tail": failure.log_tail} if failure.log_tail else {}
-            write_record(trial, failure_kind=failure.kind, failure_reason=failure.reason, **log_tail)
+            extra = {"log_tail": failure.log_tail} if failure.log_tail else {}
+            extra |= {"device_time_s": device_time_s} if device_time_s is not None else {}
+            write_record(trial, failure_kind=failure.kind, failure_reason=failure.reason, **extra)
             if penalty is not None:
                 trial.set_constraint(CONFIG_FAILED, 1.0)
                 for constraint in self.spec.constraints:  # every trial carries the same constraints

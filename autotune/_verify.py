@@ -22,6 +22,7 @@ class VerifyPlan:
     seeds: list[int]  # the new seeds each is trained with
     queued: int  # re-runs queued now
     queued_before: int  # re-runs queued, running or done already
+    device_hours: float  # what those queued now will take, from their configs' own runs (not the budget's)
 
 
 def verify(name: str, storage: str | None = None, *, pick: str = "pareto", seeds: int = 3) -> VerifyPlan:
@@ -47,10 +48,11 @@ def verify(name: str, storage: str | None = None, *, pick: str = "pareto", seeds
         for t in study.get_trials(deepcopy=False)
         if is_rerun(t) and under_way(t)
     }
-    queued = 0
+    queued, device_s = 0, 0.0
     for trial in chosen:
         for seed in new_seeds:
             if (trial.number, seed) not in taken:
                 study.enqueue_trial(trial.params, user_attrs=record_attrs(verifies=trial.number, seed=seed))
                 queued += 1
-    return VerifyPlan([t.number for t in chosen], new_seeds, queued, len(chosen) * seeds - queued)
+                device_s += recorded(trial, "device_time_s") or 0.0
+    return VerifyPlan([t.number for t in chosen], new_seeds, queued, len(chosen) * seeds - queued, device_s / 3600)

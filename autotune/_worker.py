@@ -18,6 +18,7 @@ from rich.console import Console
 
 from ._adapters import Adapters
 from ._ask import Asker, work_left
+from ._devices import device_type
 from ._progress import WorkerProgress
 from ._runner import Runner
 from ._samplers import build_sampler, sees_the_search
@@ -113,18 +114,18 @@ def _run_worker(
     study, _ = load_study(name, url, heartbeat=(spec.worker.heartbeat_interval_s, spec.worker.grace_period_s))
     if stop.is_set():
         return WorkerResult(0, 0, True, False)
-    budget = spec.budget.n_trials
+    budget = spec.budget
     if not work_left(study.get_trials(deepcopy=False), budget):
-        console.print(f"study {name!r} has used its budget of {budget} trials; nothing to do")
+        console.print(f"study {name!r} has used its budget of {budget}; nothing to do")
         return WorkerResult(0, 0, False, True)
     seed = _worker_seed(spec.sampler.seed)
-    study.sampler = sees_the_search(build_sampler(spec.sampler, budget, seed))
+    study.sampler = sees_the_search(build_sampler(spec.sampler, budget.n_trials, seed))
     progress = WorkerProgress(console, spec.metric_names)
     retry = Retry(url, progress.note)
     teller = Teller(study, spec, retry, progress)
     asker = Asker(study, spec, AskLock(url, name), retry, teller, seed)
     loop = SlotLoop(asker, teller, Adapters.of(spec), cache_dir, stop)
-    slots = [Slot(gpu, Runner(gpu, spec.worker.trials_per_runner)) for gpu in gpus or [None]]
+    slots = [Slot(gpu, Runner(gpu, spec.worker.trials_per_runner), device_type(gpu)) for gpu in gpus or [None]]
     asking = threading.Thread(target=ask_and_hand_out, args=(loop, slots, n_trials, timeout), daemon=True)
     try:
         with progress:

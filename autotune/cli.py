@@ -23,7 +23,7 @@ from ._spec import QLoRATrial, SamplerName, load_spec
 from ._study import StudySummary, create_study, list_studies, load_study, show_study
 from ._verify import verify
 from ._worker import run_worker
-from .dashboards import format_value, verification_lines
+from .dashboards import devices_line, format_value, verification_lines
 from .objectives import TrialInputError
 from .storage import StorageError, mask_url, resolve_storage_url, serve_grpc_proxy
 
@@ -46,8 +46,7 @@ def cmd_study_create(args: argparse.Namespace) -> None:
         spec = spec.model_copy(update={"sampler": spec.sampler.model_copy(update={"name": args.sampler})})
     study = create_study(args.name, spec, args.storage, skip_if_exists=args.skip_if_exists, like=args.like)
     objectives = ", ".join(f"{m} ({d})" for m, d in zip(spec.metric_names, spec.directions, strict=True))
-    budget = spec.budget.n_trials
-    print(f"study {study.study_name!r}: {spec.sampler.name} sampler, budget {budget} trials, objectives {objectives}")
+    print(f"study {study.study_name!r}: {spec.sampler.name} sampler, budget {spec.budget}, objectives {objectives}")
 
 
 def cmd_study_list(args: argparse.Namespace) -> None:
@@ -64,6 +63,12 @@ def cmd_study_list(args: argparse.Namespace) -> None:
 def _print_summary(summary: StudySummary) -> None:
     console = Console()
     console.print(f"study {summary.name!r} ({summary.sampler}, budget {summary.budget}): {_states(summary)}")
+    hours = summary.budget.gpu_hours
+    left = f" of {hours:g}, {max(0.0, hours - summary.device_hours):.4g} left" if hours is not None else ""
+    console.print(f"device time: {summary.device_hours:.4g} GPU-hours spent{left}", highlight=False)
+    devices = devices_line(summary.devices)
+    if devices:
+        console.print(devices, highlight=False, soft_wrap=True)
     if summary.stopped_early:
         saved = summary.train_time_saved_s / (summary.train_time_s + summary.train_time_saved_s)
         console.print(
@@ -113,7 +118,8 @@ def cmd_verify(args: argparse.Namespace) -> None:
     plan = verify(args.name, args.storage, pick=args.pick, seeds=args.seeds)
     configs, seeds = ", ".join(map(str, plan.configs)), ", ".join(map(str, plan.seeds))
     before = f" ({plan.queued_before} queued or run before)" if plan.queued_before else ""
-    print(f"queued {plan.queued} re-runs of trial {configs} with seeds {seeds}{before}")
+    cost = f", about {plan.device_hours:.3g} GPU-hours beyond the study's budget" if plan.queued else ""
+    print(f"queued {plan.queued} re-runs of trial {configs} with seeds {seeds}{before}{cost}")
     if plan.queued:
         print(f"run them with: autotune worker {args.name}; then: autotune study show {args.name}")
 

@@ -18,7 +18,7 @@ from ._info import (
     pareto_front,
     succeeded_study,
 )
-from ._write import CHROMIUM_FLAGS, format_value, report_figures, verification_lines, write_report
+from ._write import CHROMIUM_FLAGS, devices_line, format_value, report_figures, verification_lines, write_report
 
 __all__ = [
     "CHROMIUM_FLAGS",
@@ -40,6 +40,7 @@ __all__ = [
     "pareto_front",
     "succeeded_study",
     "push_figures",
+    "devices_line",
     "format_value",
     "report_figures",
     "verification_lines",

@@ -17,6 +17,7 @@ from ..storage import (
     never_ran,
     non_domination_rank,
     read_record,
+    recorded,
     searched,
     spent_budget,
     stopped,
@@ -86,6 +87,9 @@ class StudyPoints:
     stopped: int = 0  # trials stopped early
     train_time_saved_s: float = 0.0  # by stopping them
     verification: Verification = field(default_factory=Verification)
+    # Device type -> (its time factor, QLoRA trials it ran): the times are in the seconds of
+    # the device with factor 1 (autotune._devices).
+    devices: dict[str, tuple[float, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -155,7 +159,17 @@ def collect(
         sum(1 for t in budget if stopped(t)),
         sum(train_time_saved_s(t) for t in budget),
         verification,
+        _devices(all_trials),
     )
+
+
+def _devices(trials: list[optuna.trial.FrozenTrial]) -> dict[str, tuple[float, int]]:
+    used: dict[str, tuple[float, int]] = {}
+    for t in trials:
+        device, factor = recorded(t, "device_type"), recorded(t, "device_factor")
+        if device is not None and factor is not None:
+            used[device] = (factor, used.get(device, (factor, 0))[1] + 1)
+    return used
 
 
 def verified_configs(trials: list[optuna.trial.FrozenTrial], metric_names: list[str]) -> dict[int, Verified]:

@@ -63,6 +63,15 @@ def verification_lines(verification: Verification) -> list[str]:
     return lines
 
 
+def devices_line(devices: dict[str, tuple[float, int]]) -> str | None:
+    """Which device types ran the trials, and their time factors; None where none recorded one."""
+    if not devices:
+        return None
+    reference = next((d for d, (factor, _) in devices.items() if factor == 1.0), None)
+    used = ", ".join(f"{d} x{factor:.3g} ({n} trials)" for d, (factor, n) in devices.items())
+    return f"devices: {used}" + (f"; train_time_s in seconds of {reference}" if len(devices) > 1 and reference else "")
+
+
 def _outcomes(study: StudyPoints) -> str:
     line = f"{len(study.trials)} succeeded of {len(study.budget_trials)} trials"
     if study.stopped:
@@ -84,6 +93,9 @@ def _markdown(info: ReportInfo) -> str:
         ]
         if study.failures:
             lines += ["Failed trials:", ""] + [f"- {n} × {reason}" for reason, n in study.failures.items()] + [""]
+        devices = devices_line(study.devices)
+        if devices:
+            lines += [devices, ""]
         verification = verification_lines(study.verification)
         if verification:
             lines += [f"- {line}" for line in verification] + [""]

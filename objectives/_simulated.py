@@ -43,6 +43,7 @@ def simulate(config: SimulatedConfig, on_rung: OnRung | None = None) -> dict[str
         time.sleep(config.delay_s * (step - done) / config.max_steps)
         done = step
         result = _measure(config, step)
+        result["info"]["device_time_s"] = config.delay_s * step / config.max_steps  # the pretend device's
         if step < config.max_steps and on_rung is not None and not on_rung(step, result["metrics"]):
             result["info"]["stopped_at_step"] = step
             return result

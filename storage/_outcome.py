@@ -86,6 +86,12 @@ def budget_used(trials: Iterable[optuna.trial.FrozenTrial]) -> int:
     return sum(1 for t in trials if counts_toward_budget(t))
 
 
+def device_hours_spent(trials: Iterable[optuna.trial.FrozenTrial]) -> float:
+    """The device time the trials of the search took, in hours: what a budget in GPU-hours
+    counts (every trial that ran on a slot, stopped and failed ones included; re-runs not)."""
+    return sum(recorded(t, "device_time_s") or 0.0 for t in trials if not is_rerun(t)) / 3600
+
+
 def train_time_spent_s(trial: optuna.trial.FrozenTrial) -> float:
     """The training time a trial took (what a user pays for it): a stopped trial's to the rung
     it stopped at; none for a trial that did not train."""

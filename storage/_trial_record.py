@@ -53,6 +53,15 @@ class TrialRecord(BaseModel):
     learning_curve: list[dict[str, Any]] | None = None
     grid_point: dict[str, float] | None = None  # a table's trial: the grid point replayed
     table_seed: int | None = None  # ... and the seed whose row it drew
+    # Ran on a slot: the seconds its device was given to it, from the config handed to the
+    # runner to the runner's answer (loading, training, evaluation; to the rung where it
+    # stopped, or to its failure); a test function's or table's is its delay.
+    device_time_s: float | None = None
+    # A QLoRA trial's device type, its time factor in the study (autotune._devices: its
+    # metrics' times are in the reference device's seconds) and the train_time_s it measured.
+    device_type: str | None = None
+    device_factor: float | None = None
+    measured_train_time_s: float | None = None
     # Kept: the trained adapter in the study's artifact store (a tar of peft's folder), its
     # size; or why it could not be stored.
     adapter_artifact: str | None = None

@@ -39,7 +39,13 @@ def test_worker_runs_study_to_budget_with_real_qlora(tmp_path, tiny_model, datas
         assert trial.user_attrs["versions"]["bitsandbytes"]
         assert trial.user_attrs["config"]["hyperparameters"]["lora_r"] == trial.params["lora_r"]
         assert trial.user_attrs["data"]["n_eval"] == 4
+        # Its slot's time: loading (the first), training and evaluation; on one device type,
+        # the time is as measured.
+        assert trial.user_attrs["device_time_s"] > trial.user_attrs["metrics"]["train_time_s"]
+        assert trial.user_attrs["device_factor"] == 1.0
+        assert trial.user_attrs["measured_train_time_s"] == trial.user_attrs["metrics"]["train_time_s"]
     summary = autotune.show_study("s", sqlite_url)
+    assert summary.devices == {trials[0].user_attrs["device_type"]: (1.0, 4)}
     assert summary.states == {"COMPLETE": 4}
     assert 1 <= len(summary.pareto) <= 4 and all(row.feasible for row in summary.pareto)
     out = capsys.readouterr().out
