@@ -23,7 +23,7 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_model(folder: Path, hidden_size: int = 64, num_hidden_layers: int = 2) -> Path:
+def build_tiny_model(folder: Path) -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -44,9 +44,9 @@ def build_tiny_model(folder: Path, hidden_size: int = 64, num_hidden_layers: int
     fast.save_pretrained(folder)
     config = LlamaConfig(
         vocab_size=len(fast),
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_hidden_layers,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=256,
