@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ._adapters import Adapters
 from ._ask import Asker
 from ._early_stopping import at_rung, reach_rung
+from ._errors import AutotuneError
 from ._runner import Runner, TrialFailed
 from ._spec import StudySpec
 from ._tell import Teller
@@ -41,6 +42,7 @@ class SlotLoop:
     cache_dir: str
     stop: threading.Event
     errors: list[BaseException] = field(default_factory=list)
+    failing_metric: str | None = None  # the metric whose function failed the last trial that ended
 
     @property
     def spec(self) -> StudySpec:
@@ -90,11 +92,14 @@ def _run_on_slot(
         try:
             with heartbeat(trial, loop.teller.retry):
                 result = _run(loop, slot, trial, hyperparameters)
+                _require_objectives(loop.spec, result["metrics"])
         except TrialFailed as exc:
             loop.teller.failed(trial, exc)
             if exc.kind == "input":
                 raise TrialInputError(exc.reason) from None
+            _count_metric_failures(loop, exc.metric if exc.kind == "metric" else None, exc.reason)
         else:
+            _count_metric_failures(loop, None, "")
             loop.teller.result(trial, result)
             if loop.adapters is not None:
                 loop.teller.retry(lambda: loop.adapters.prune(loop.teller.study))
@@ -103,6 +108,28 @@ def _run_on_slot(
         loop.stop.set()
     finally:
         free.put(slot)
+
+
+def _count_metric_failures(loop: SlotLoop, metric: str | None, reason: str) -> None:
+    """Stop the worker where the same metric function failed two trials in a row: the function
+    is broken, not the configs (a failed metric spends no budget, so trials would go on failing)."""
+    previous, loop.failing_metric = loop.failing_metric, metric
+    if metric is not None and metric == previous:
+        raise AutotuneError(f"{reason} (twice in a row; the worker stops): mend it, then start the worker again")
+
+
+def _require_objectives(spec: StudySpec, metrics: dict[str, float]) -> None:
+    """TrialFailed (metric) where the objectives name a metric the trial did not measure: a
+    function that returned a dict where the spec names its plain value, or another key."""
+    for name in spec.metric_names:
+        if name not in metrics:
+            metric = name.partition(".")[0]
+            returned = ", ".join(m for m in metrics if m == metric or m.startswith(metric + ".")) or "nothing"
+            raise TrialFailed(
+                f"metric {metric} returned {returned}, not {name}: name what it returns in objectives",
+                "metric",
+                metric=metric,
+            )
 
 
 def _run(loop: SlotLoop, slot: Slot, trial: optuna.Trial, hyperparameters: Hyperparameters) -> dict[str, Any]:
@@ -126,6 +153,8 @@ def _at_rung(loop: SlotLoop, trial: optuna.Trial, step: int, measured: dict[str,
     """Whether the trial goes on from rung `step`, its values there recorded in the study."""
     spec = loop.spec
     assert spec.early_stopping is not None and spec.training.max_steps is not None
+    if any(m not in measured for m in spec.metric_names):
+        return False  # stopped here: the result is failed for the metric it lacks (_require_objectives)
     metrics = at_rung(measured, step, spec.training.max_steps)
     values = [float(metrics[m]) for m in spec.metric_names]
     factor = spec.early_stopping.reduction_factor
