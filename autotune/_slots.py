@@ -119,9 +119,9 @@ def _count_metric_failures(loop: SlotLoop, metric: str | None, reason: str) -> N
 
 
 def _require_objectives(spec: StudySpec, metrics: dict[str, float]) -> None:
-    """TrialFailed (metric) where the objectives name a metric the trial did not measure: a
-    function that returned a dict where the spec names its plain value, or another key."""
-    for name in spec.metric_names:
+    """TrialFailed (metric) where the objectives or constraints name a metric the trial did not
+    measure: a function that returned a dict where the spec names its plain value, or another key."""
+    for name in [*spec.metric_names, *(c.metric for c in spec.constraints)]:
         if name not in metrics:
             metric = name.partition(".")[0]
             returned = ", ".join(m for m in metrics if m == metric or m.startswith(metric + ".")) or "nothing"

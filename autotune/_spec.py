@@ -233,12 +233,12 @@ class StudySpec(_Strict):
         directions = {**METRICS, **{m.name: m.direction for m in self.metrics}}
 
         def direction_of(metric: str, where: str) -> str:
-            name, dot, _ = metric.partition(".")
-            own = next((m for m in self.metrics if m.name == name), None)
-            if metric in directions and not dot:
+            if metric in directions:
                 return str(directions[metric])
-            if dot and own is not None and own.function is not None:
-                return str(own.direction)  # a key of the dict its function returns
+            name, dot, _ = metric.partition(".")
+            function = next((m for m in self.metrics if m.name == name and m.function is not None), None)
+            if dot and function is not None:
+                return str(function.direction)  # a key of the dict its function returns
             choices = ", ".join([*METRICS, *names])
             raise ValueError(
                 f"{where}: unknown metric {metric!r}; choose from {choices}, or add it to metrics "

@@ -214,9 +214,10 @@ def _metrics(eval_loss: float, train_loss: float, train_time_s: float, on_gpu: b
 def train_adapter(base: Base, config: TrialConfig, on_rung: OnRung | None = None) -> dict[str, Any]:
     """Train and evaluate one configuration on a loaded base, and leave the base as it was.
     Returns {"metrics": {...}, "info": {...}}: the metrics named in objectives.METRICS (and
-    the config's generation metrics with eval_time_s), and what is needed to repeat the run. With `config.rungs`, the held-out loss is also
-    measured after each of those steps (info["learning_curve"], ending with the final
-    evaluation), and `on_rung` may end training there: then the metrics are the rung's and
+    the config's generation metrics with eval_time_s), and what is needed to repeat the run.
+    With `config.rungs`, the held-out loss (and the generation metrics) is also measured
+    after each of those steps (info["learning_curve"], ending with the final evaluation),
+    and `on_rung` may end training there: then the metrics are the rung's and
     info["stopped_at_step"] says which."""
     import torch
     from transformers import set_seed

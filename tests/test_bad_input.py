@@ -265,7 +265,11 @@ def test_export_verified_before_any_verification(tmp_path, capsys, sqlite_url):
 _SCORE = "def score(predictions, references, prompts):\n    return 1.0\n"
 _GENERATION = {"max_new_tokens": 2, "num_examples": 4}
 BAD_METRICS = [
-    ({"name": "s", "function": "missing.py:score", "direction": "maximize"}, _SCORE, "missing.py:score: no file missing.py"),
+    (
+        {"name": "s", "function": "missing.py:score", "direction": "maximize"},
+        _SCORE,
+        "missing.py:score: no file missing.py",
+    ),
     ({"name": "s", "function": "evals.py:score", "direction": "maximize"}, "import no_such_lib\n", "cannot import"),
     ({"name": "s", "function": "no_such_pkg.evals:score", "direction": "maximize"}, _SCORE, "No module named"),
     ({"name": "s", "function": "evals.py:judge", "direction": "maximize"}, _SCORE, "has no function judge"),
