@@ -96,6 +96,7 @@ def _calibrate(config: TrialConfig, hyperparameters: dict[str, Any], train: Call
             "training": config.training.model_copy(update={"max_steps": steps}),
             "rungs": [],
             "adapter_dir": None,
+            "metrics": [],  # its time is the training's: nothing generated
         }
     )
     return float(train(calibration)["metrics"]["train_time_s"])

@@ -23,7 +23,7 @@ from .storage import is_feasible, kept_adapters, loss_sign, open_artifact_store,
 if TYPE_CHECKING:
     import optuna
 
-_PICK = re.compile(r"^(?:(pareto|knee)|(min|max):(\w+)|budget:(\w+)<=([-+0-9.eE]+)|trial:(\d+))$")
+_PICK = re.compile(r"^(?:(pareto|knee)|(min|max):([\w.]+)|budget:([\w.]+)<=([-+0-9.eE]+)|trial:(\d+))$")
 PICK_HELP = "pareto | knee | min:<metric> | max:<metric> | budget:<metric><=X | trial:<number>"
 
 
@@ -78,9 +78,10 @@ def pick_trials(study: optuna.Study, spec: StudySpec, pick: str, points: StudyPo
     if match is None:
         raise AutotuneError(f"unknown --pick {pick!r}; use {PICK_HELP}")
     whole, direction, metric, budget_metric, bound, number = match.groups()
+    known = [*METRICS, *(m for m in spec.metric_names if m not in METRICS), *(m.name for m in spec.metrics)]
     for name in (metric, budget_metric):
-        if name is not None and name not in METRICS:
-            raise AutotuneError(f"unknown metric {name!r} in --pick; choose from {', '.join(METRICS)}")
+        if name is not None and name not in known:
+            raise AutotuneError(f"unknown metric {name!r} in --pick; choose from {', '.join(dict.fromkeys(known))}")
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if is_feasible(t)]
     if not complete:

@@ -28,9 +28,10 @@ _SIGNAL_GRACE_S = 2.0  # how long a runner killed by SIGTERM/SIGINT waits for th
 class TrialFailed(Exception):
     """A trial ended without metrics; `kind` says why (storage.FailureKind)."""
 
-    def __init__(self, reason: str, kind: FailureKind, log_tail: str = "") -> None:
+    def __init__(self, reason: str, kind: FailureKind, log_tail: str = "", metric: str | None = None) -> None:
         super().__init__(reason)
         self.reason, self.kind, self.log_tail = reason, kind, log_tail
+        self.metric = metric  # kind metric: the metric whose function failed
 
 
 def exit_reason(returncode: int) -> str:
@@ -49,6 +50,8 @@ def failed(answer: dict[str, Any], log_tail: str) -> TrialFailed:
         return TrialFailed(error["message"], "input", log_tail)
     if error["kind"] == "recorded":
         return TrialFailed(error["message"], "config", log_tail)
+    if error["kind"] == "metric":
+        return TrialFailed(error["message"], "metric", log_tail, metric=error["metric"])
     reason = f"{error['type']}: {error['message']}"
     return TrialFailed(f"CUDA OOM: {reason}" if error["kind"] == "oom" else reason, "config", log_tail)
 

@@ -15,6 +15,7 @@ from ._adapters import Adapters
 from ._ask import Asker
 from ._devices import device_factor, read_calibration, scaled
 from ._early_stopping import at_rung, reach_rung
+from ._errors import AutotuneError
 from ._runner import Runner, TrialFailed
 from ._spec import StudySpec
 from ._tell import Teller
@@ -44,6 +45,7 @@ class SlotLoop:
     cache_dir: str
     stop: threading.Event
     errors: list[BaseException] = field(default_factory=list)
+    failing_metric: str | None = None  # the metric whose function failed the last trial that ended
 
     @property
     def spec(self) -> StudySpec:
@@ -96,11 +98,14 @@ def _run_on_slot(
                 config = _config(loop, slot, trial, hyperparameters)
                 started = time.monotonic()  # the trial's own device time, after any calibration
                 result = _run(loop, slot, trial, config)
+                _require_objectives(loop.spec, result["metrics"])
         except TrialFailed as exc:
             loop.teller.failed(trial, exc, device_time_s=time.monotonic() - started)
             if exc.kind == "input":
                 raise TrialInputError(exc.reason) from None
+            _count_metric_failures(loop, exc.metric if exc.kind == "metric" else None, exc.reason)
         else:
+            _count_metric_failures(loop, None, "")
             # The slot's time, unless a simulated trial says what its pretend device took.
             result["info"].setdefault("device_time_s", time.monotonic() - started)
             loop.teller.result(trial, result)
@@ -111,6 +116,28 @@ def _run_on_slot(
         loop.stop.set()
     finally:
         free.put(slot)
+
+
+def _count_metric_failures(loop: SlotLoop, metric: str | None, reason: str) -> None:
+    """Stop the worker where the same metric function failed two trials in a row: the function
+    is broken, not the configs (a failed metric spends no budget, so trials would go on failing)."""
+    previous, loop.failing_metric = loop.failing_metric, metric
+    if metric is not None and metric == previous:
+        raise AutotuneError(f"{reason} (twice in a row; the worker stops): mend it, then start the worker again")
+
+
+def _require_objectives(spec: StudySpec, metrics: dict[str, float]) -> None:
+    """TrialFailed (metric) where the objectives or constraints name a metric the trial did not
+    measure: a function that returned a dict where the spec names its plain value, or another key."""
+    for name in [*spec.metric_names, *(c.metric for c in spec.constraints)]:
+        if name not in metrics:
+            metric = name.partition(".")[0]
+            returned = ", ".join(m for m in metrics if m == metric or m.startswith(metric + ".")) or "nothing"
+            raise TrialFailed(
+                f"metric {metric} returned {returned}, not {name}: name what it returns in objectives",
+                "metric",
+                metric=metric,
+            )
 
 
 def _config(loop: SlotLoop, slot: Slot, trial: optuna.Trial, hyperparameters: Hyperparameters) -> AnyConfig:
@@ -163,6 +190,8 @@ def _at_rung(loop: SlotLoop, trial: optuna.Trial, time_factor: float, step: int,
     """Whether the trial goes on from rung `step`, its values there recorded in the study."""
     spec = loop.spec
     assert spec.early_stopping is not None and spec.training.max_steps is not None
+    if any(m not in measured for m in spec.metric_names):
+        return False  # stopped here: the result is failed for the metric it lacks (_require_objectives)
     metrics = at_rung(scaled(measured, time_factor), step, spec.training.max_steps)
     values = [float(metrics[m]) for m in spec.metric_names]
     factor = spec.early_stopping.reduction_factor

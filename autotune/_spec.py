@@ -16,16 +16,15 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
 from ._errors import SpecError
 from ._search_space import SearchSpace
-from .objectives import METRICS, TEST_FUNCTIONS, DatasetSpec, ModelSpec, TrainingSpec
+from .objectives import METRICS, TEST_FUNCTIONS, DatasetSpec, GenerationSpec, MetricSpec, ModelSpec, TrainingSpec
 
 SamplerName = Literal["gp", "tpe", "nsga2", "random", "qmc"]
-_CONSTRAINT = re.compile(r"^\s*(\w+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
+_CONSTRAINT = re.compile(r"^\s*([\w.]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
 
 
 class _Strict(BaseModel):
@@ -33,21 +32,10 @@ class _Strict(BaseModel):
 
 
 class Objective(_Strict):
+    # A built-in metric (objectives.METRICS), or one of the spec's metrics: `name`, or
+    # `name.key` where its function returns a dict.
     metric: str
-    direction: Literal["minimize", "maximize"] | None = None  # None: the metric's natural one
-
-    @field_validator("metric")
-    @classmethod
-    def _known(cls, metric: str) -> str:
-        if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
-        return metric
-
-    @model_validator(mode="after")
-    def _default_direction(self) -> Objective:
-        if self.direction is None:
-            object.__setattr__(self, "direction", METRICS[self.metric])
-        return self
+    direction: Literal["minimize", "maximize"] | None = None  # None: the metric's natural one (StudySpec sets it)
 
 
 class Constraint(_Strict):
@@ -66,11 +54,6 @@ class Constraint(_Strict):
         if match is None:
             raise ValueError(f"constraint {value!r} should read like 'peak_mem_gb <= 20'")
         return {"metric": match[1], "op": match[2], "bound": float(match[3])}
-
-    @field_validator("metric")
-    @classmethod
-    def _known(cls, metric: str) -> str:
-        return Objective._known(metric)
 
     def violation(self, metrics: dict[str, float]) -> float:
         """Optuna's constraint value: feasible when <= 0."""
@@ -218,6 +201,9 @@ class StudySpec(_Strict):
     trial: TrialSpec = QLoRATrial()
     worker: WorkerSpec = WorkerSpec()
     early_stopping: EarlyStopping | None = None
+    # Metrics of completions generated for held-out prompts, measured at every evaluation.
+    metrics: list[MetricSpec] = []
+    generation: GenerationSpec = GenerationSpec()
     artifacts: ArtifactsSpec | None = None  # None: no adapter is kept
     # Configs to try first, e.g. a known-good {lora_r: 8, lora_alpha: 32}.
     enqueue_trials: list[dict[str, Any]] = []
@@ -233,6 +219,7 @@ class StudySpec(_Strict):
         metrics = [o.metric for o in self.objectives]
         if len(set(metrics)) != len(metrics):
             raise ValueError(f"objectives name a metric twice: {', '.join(metrics)}")
+        self._check_metrics()
         for point in self.enqueue_trials:
             self.search_space.encode_point(point)
         if self.early_stopping is not None:
@@ -254,6 +241,39 @@ class StudySpec(_Strict):
                 f"sampler.n_pilot_trials ({self.sampler.n_pilot_trials}) exceeds budget.n_trials ({self.budget.n_trials})"
             )
         return self
+
+    def _check_metrics(self) -> None:
+        """The spec's own metrics, and the objectives and constraints that name a metric, with
+        the objectives' directions set."""
+        names = [m.name for m in self.metrics]
+        if len(set(names)) != len(names):
+            raise ValueError(f"metrics name a metric twice: {', '.join(names)}")
+        if self.metrics and not isinstance(self.trial, QLoRATrial):
+            raise ValueError(
+                f"metrics: trial kind {self.trial.kind} generates no text; generation metrics need kind qlora"
+            )
+        directions = {**METRICS, **{m.name: m.direction for m in self.metrics}}
+
+        def direction_of(metric: str, where: str) -> str:
+            if metric in directions:
+                return str(directions[metric])
+            name, dot, _ = metric.partition(".")
+            function = next((m for m in self.metrics if m.name == name and m.function is not None), None)
+            if dot and function is not None:
+                return str(function.direction)  # a key of the dict its function returns
+            choices = ", ".join([*METRICS, *names])
+            raise ValueError(
+                f"{where}: unknown metric {metric!r}; choose from {choices}, or add it to metrics "
+                "(a built-in generation metric, or your function)"
+            )
+
+        objectives = []
+        for i, objective in enumerate(self.objectives):
+            direction = direction_of(objective.metric, f"objectives.{i}.metric")
+            objectives.append(objective.model_copy(update={"direction": objective.direction or direction}))
+        object.__setattr__(self, "objectives", objectives)
+        for i, constraint in enumerate(self.constraints):
+            direction_of(constraint.metric, f"constraints.{i}")
 
     @property
     def metric_names(self) -> list[str]:
@@ -293,6 +313,13 @@ def _resolve_local(path: str, base: Path) -> str:
     return str(candidate.resolve()) if not Path(path).is_absolute() and candidate.exists() else path
 
 
+def _resolve_function(function: str | None, base: Path) -> str | None:
+    if function is None:
+        return None
+    where, _, name = function.rpartition(":")
+    return f"{_resolve_local(where, base)}:{name}" if where.endswith(".py") else function
+
+
 def _with_paths_from(spec: StudySpec, base: Path) -> StudySpec:
     """`spec` with its relative local paths (model, dataset, table) read from `base`."""
     update: dict[str, Any] = {}
@@ -302,6 +329,10 @@ def _with_paths_from(spec: StudySpec, base: Path) -> StudySpec:
         update["dataset"] = spec.dataset.model_copy(update={"path": _resolve_local(spec.dataset.path, base)})
     if isinstance(spec.trial, TabularTrial):
         update["trial"] = spec.trial.model_copy(update={"table": _resolve_local(spec.trial.table, base)})
+    if spec.metrics:  # a function's file beside the spec
+        update["metrics"] = [
+            m.model_copy(update={"function": _resolve_function(m.function, base)}) for m in spec.metrics
+        ]
     if spec.artifacts is not None and "://" not in spec.artifacts.store:  # a folder, made at study create
         folder = str((base / Path(spec.artifacts.store).expanduser()).resolve())
         update["artifacts"] = spec.artifacts.model_copy(update={"store": folder})

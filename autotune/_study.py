@@ -12,7 +12,14 @@ from ._early_stopping import rung_steps
 from ._errors import AutotuneError
 from ._spec import Budget, QLoRATrial, StudySpec, TabularTrial, parse_spec
 from .dashboards import StudyPoints, Verification, collect
-from .objectives import TrialInputError, check_model_reference, load_examples, load_table
+from .objectives import (
+    TrialInputError,
+    check_model_reference,
+    held_out_size,
+    load_examples,
+    load_function,
+    load_table,
+)
 from .storage import (
     check_artifact_store,
     device_hours_spent,
@@ -39,13 +46,16 @@ def _storage(url: str | None, heartbeat: tuple[int, int] | None = None) -> tuple
 def check_inputs(spec: StudySpec) -> None:
     """Fail before any trial on an input this machine lacks or cannot read: the model
     reference and the dataset (a missing file, an unknown layout or column), the table, an
-    artifact store it cannot write."""
+    artifact store it cannot write, a metric function it cannot import, generation metrics
+    on data with no prompts or on more prompts than the held-out split holds."""
     if spec.artifacts is not None and spec.artifacts.keep != "none":
         check_artifact_store(spec.artifacts.store)
     if isinstance(spec.trial, QLoRATrial):
         assert spec.model is not None and spec.dataset is not None  # the spec requires them
         check_model_reference(spec.model)
-        load_examples(spec.dataset)
+        examples, layout = load_examples(spec.dataset)
+        if spec.metrics:
+            _check_generation(spec, len(examples), "prompt" in examples.column_names, layout)
     elif isinstance(spec.trial, TabularTrial):
         table = load_table(spec.trial.table)
         if spec.early_stopping is not None and spec.training.max_steps is not None:
@@ -56,6 +66,24 @@ def check_inputs(spec: StudySpec) -> None:
                     f"early stopping at steps {', '.join(map(str, steps))} needs the table's learning curves there "
                     f"(it has them at steps {have}); set training.max_steps and early_stopping to match"
                 )
+
+
+def _check_generation(spec: StudySpec, n_examples: int, has_prompts: bool, layout: str) -> None:
+    assert spec.dataset is not None
+    for metric in spec.metrics:
+        load_function(metric)
+    if not has_prompts:
+        raise TrialInputError(
+            f"metrics {', '.join(m.name for m in spec.metrics)} score completions of prompts, and dataset "
+            f"{spec.dataset.path} ({layout} layout) has none; use a layout with prompts (alpaca, dolly, chat, "
+            "prompt_completion) or drop metrics"
+        )
+    n_eval = held_out_size(n_examples, spec.dataset)  # before examples over max_length are dropped
+    if spec.generation.num_examples > n_eval:
+        raise TrialInputError(
+            f"generation.num_examples ({spec.generation.num_examples}) is above the held-out split's {n_eval} "
+            f"examples ({spec.dataset.eval_fraction:g} of {n_examples}); lower it, or raise dataset.eval_fraction"
+        )
 
 
 def create_study(

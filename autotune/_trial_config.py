@@ -29,6 +29,8 @@ def trial_config(spec: StudySpec, trial: optuna.Trial, hyperparameters: Hyperpar
             hyperparameters=hyperparameters,
             cache_dir=cache_dir,
             rungs=rungs,
+            metrics=spec.metrics,
+            generation=spec.generation,
         )
     simulated = {
         "seed": seed,

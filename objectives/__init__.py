@@ -5,16 +5,21 @@ return metrics. Knows nothing of Optuna or the database; runs standalone:
 """
 
 from ._config import (
+    GENERATION_METRICS,
     METRICS,
     DatasetSpec,
+    GenerationSpec,
     Hyperparameters,
+    MetricSpec,
     ModelSpec,
     TrainingSpec,
     TrialConfig,
     perplexity,
 )
-from ._data import DEMO_CORPUS, load_examples
-from ._errors import TrialInputError
+from ._data import DEMO_CORPUS, held_out_size, load_examples
+from ._errors import MetricError, TrialInputError
+from ._generation import generate, held_out_prompts
+from ._metrics import BUILT_IN, load_function
 from ._model import DEMO_MODEL, check_model_reference, convert_gguf, resolve_cache_dir, resolve_model
 from ._runner import AnyConfig, warm_key
 from ._simulated import SimulatedConfig
@@ -25,6 +30,15 @@ from ._translate import bnb_kwargs, lora_kwargs, sft_kwargs
 
 __all__ = [
     "AnyConfig",
+    "BUILT_IN",
+    "GENERATION_METRICS",
+    "GenerationSpec",
+    "MetricError",
+    "MetricSpec",
+    "generate",
+    "held_out_prompts",
+    "held_out_size",
+    "load_function",
     "DEMO_CORPUS",
     "DEMO_MODEL",
     "METRICS",

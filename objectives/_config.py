@@ -20,6 +20,10 @@ METRICS: dict[str, Literal["minimize", "maximize"]] = {
 }
 
 
+# The built-in generation metrics (objectives._metrics): scores in [0, 1], higher is better.
+GENERATION_METRICS = ("exact_match", "rouge_l", "json_valid")
+
+
 def perplexity(eval_loss: float) -> float:
     """exp(held-out loss), capped where a diverged run would overflow it."""
     return math.exp(min(eval_loss, 700.0))
@@ -78,6 +82,51 @@ class TrainingSpec(_Strict):
     trainer_overrides: dict[str, Any] = {}
 
 
+class MetricSpec(_Strict):
+    """A metric of the completions the trained model generates for held-out prompts: a
+    built-in one (GENERATION_METRICS), or the user's function, `file.py:name` or `module:name`,
+    called as fn(predictions=..., references=..., prompts=...) and returning a float or a
+    dict of named floats (recorded as `name.key`)."""
+
+    name: str = Field(pattern=r"^[A-Za-z_]\w*$")
+    function: str | None = None  # None: the built-in metric of that name
+    direction: Literal["minimize", "maximize"] | None = None  # a built-in's: maximize
+
+    @model_validator(mode="after")
+    def _check(self) -> MetricSpec:
+        choices = ", ".join(GENERATION_METRICS)
+        if self.function is None:
+            if self.name not in GENERATION_METRICS:
+                raise ValueError(
+                    f"no built-in metric {self.name!r}; choose from {choices}, or give your own with function: FILE.py:NAME"
+                )
+            if self.direction is None:
+                object.__setattr__(self, "direction", "maximize")
+            return self
+        if self.name in METRICS or self.name in GENERATION_METRICS:
+            raise ValueError(
+                f"{self.name!r} is the name of a built-in metric; give your function's metric another name"
+            )
+        module, _, function = self.function.rpartition(":")
+        if not module or not function.isidentifier():
+            raise ValueError(
+                f"function {self.function!r} should read like 'my_evals.py:score' or 'my_package.evals:score'"
+            )
+        if self.direction is None:
+            raise ValueError(
+                f"metric {self.name!r}: give its direction, minimize or maximize (where its value improves)"
+            )
+        return self
+
+
+class GenerationSpec(_Strict):
+    """Greedy decoding of the first `num_examples` held-out prompts (the split is seeded, so
+    every trial sees the same ones), batched by training.per_device_eval_batch_size."""
+
+    max_new_tokens: int = Field(64, ge=1)
+    num_examples: int = Field(50, ge=1)
+
+
 class Hyperparameters(_Strict):
     """The values one trial trains with: sampled from the search space or fixed there."""
 
@@ -102,3 +151,6 @@ class TrialConfig(_Strict):
     # Where to save the trained adapter (peft's save_pretrained: adapter_config.json and
     # safetensors, in the dtype it trained in), when it trained to the end; None: not saved.
     adapter_dir: str | None = None
+    # Measured at every evaluation (the rungs too) on completions generated for held-out prompts.
+    metrics: list[MetricSpec] = []
+    generation: GenerationSpec = GenerationSpec()

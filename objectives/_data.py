@@ -171,6 +171,11 @@ def limit_lengths(tokenized: Dataset, spec: DatasetSpec) -> tuple[Dataset, int]:
     return limited.filter(lambda ex: any(label != -100 for label in ex["labels"])), too_long
 
 
+def held_out_size(n_examples: int, spec: DatasetSpec) -> int:
+    """How many of `n_examples` the held-out split takes."""
+    return max(1, round(n_examples * spec.eval_fraction))
+
+
 def split_examples(data: Dataset, spec: DatasetSpec, layout: str, n_too_long: int) -> Splits:
     """A deterministic seeded train/held-out split."""
     if len(data) < 2:
@@ -184,6 +189,6 @@ def split_examples(data: Dataset, spec: DatasetSpec, layout: str, n_too_long: in
             f"dataset {spec.path}: {n_too_long} examples are longer than max_length {spec.max_length} tokens "
             f"and {why}, leaving {len(data)}, too few to split; {mend}"
         )
-    n_eval = max(1, round(len(data) * spec.eval_fraction))
+    n_eval = held_out_size(len(data), spec)
     parts = data.train_test_split(test_size=n_eval, seed=spec.split_seed, shuffle=True)
     return Splits(parts["train"], parts["test"], layout, n_too_long)

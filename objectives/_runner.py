@@ -23,7 +23,7 @@ from typing import IO, Any
 from pydantic import TypeAdapter
 
 from ._config import TrialConfig
-from ._errors import TrialInputError
+from ._errors import MetricError, TrialInputError
 from ._simulated import RecordedFailure, SimulatedConfig, simulate
 from ._train import Base, OnRung, base_key, load_base, train_adapter
 
@@ -43,9 +43,13 @@ def warm_key(config: AnyConfig) -> str:
 def error_answer(kind: str, exc: BaseException) -> dict[str, Any]:
     """The structured form of a failed trial: `input` (the model or data cannot be used on
     this machine), `oom` (out of accelerator memory), `recorded` (a table records that the
-    config failed) or `error` (anything else)."""
+    config failed), `metric` (the user's metric function failed; `metric` names it) or
+    `error` (anything else)."""
     lines = str(exc).strip().splitlines()
-    return {"error": {"kind": kind, "type": type(exc).__name__, "message": lines[0] if lines else ""}}
+    error = {"kind": kind, "type": type(exc).__name__, "message": lines[0] if lines else ""}
+    if isinstance(exc, MetricError):
+        error["metric"] = exc.metric
+    return {"error": error}
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -73,6 +77,8 @@ def answer(config: AnyConfig, base: Base | None, on_rung: OnRung | None = None) 
         return error_answer("input", exc), None
     except RecordedFailure as exc:  # nothing ran: the runner goes on
         return error_answer("recorded", exc), base
+    except MetricError as exc:  # raised amid training: the base still wears the adapter
+        return error_answer("metric", exc), None
     except Exception as exc:
         return error_answer("oom" if _is_oom(exc) else "error", exc), None
 

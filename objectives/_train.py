@@ -17,8 +17,9 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._config import METRICS, TrialConfig, perplexity
+from ._config import TrialConfig, perplexity
 from ._data import Splits, limit_lengths, load_examples, split_examples
+from ._generation import Generation
 from ._model import load_model, native_compute_dtype
 from ._translate import bnb_kwargs, lora_kwargs, sft_kwargs
 
@@ -91,10 +92,12 @@ def _trainer(
 OnRung = Callable[[int, dict[str, float]], bool]  # (step, metrics so far) -> go on?
 
 
-def _rungs(steps: Sequence[int], on_gpu: bool, on_rung: OnRung | None) -> Any:
-    """A trainer callback that evaluates the held-out loss after each of `steps`, records it
-    with the metrics so far (training time taken to reach the step, evaluation left out),
-    and ends training where `on_rung` says so."""
+def _rungs(
+    steps: Sequence[int], on_gpu: bool, on_rung: OnRung | None, generation: Generation | None, batch_size: int
+) -> Any:
+    """A trainer callback that evaluates the held-out loss (and the generation metrics) after
+    each of `steps`, records it with the metrics so far (training time taken to reach the
+    step, evaluation left out), and ends training where `on_rung` says so."""
     import torch
     from transformers import TrainerCallback
 
@@ -121,8 +124,15 @@ def _rungs(steps: Sequence[int], on_gpu: bool, on_rung: OnRung | None) -> Any:
             train_time_s = self.step_ended - self.started - self.eval_s
             losses = [log["loss"] for log in state.log_history if "loss" in log]
             measured = _metrics(metrics["eval_loss"], sum(losses) / max(1, len(losses)), train_time_s, on_gpu, state)
+            generated = generation.measure(kwargs["model"], batch_size) if generation is not None else {}
+            measured |= generated
             self.curve.append(
-                {"step": state.global_step, "eval_loss": metrics["eval_loss"], "train_time_s": train_time_s}
+                {
+                    "step": state.global_step,
+                    "eval_loss": metrics["eval_loss"],
+                    "train_time_s": train_time_s,
+                    **generated,
+                }
             )
             if on_rung is not None and not on_rung(state.global_step, measured):
                 self.stopped_at = {"step": state.global_step, **measured}
@@ -187,7 +197,7 @@ def _peak_host_mem_gb() -> float:
 
 
 def _metrics(eval_loss: float, train_loss: float, train_time_s: float, on_gpu: bool, state: Any) -> dict[str, float]:
-    """The metrics named in objectives.METRICS, as measured so far."""
+    """The metrics named in objectives.METRICS, as measured so far (the generation metrics apart)."""
     import torch
 
     n_tokens = max((log.get("num_tokens", 0.0) for log in state.log_history), default=0.0)
@@ -203,10 +213,11 @@ def _metrics(eval_loss: float, train_loss: float, train_time_s: float, on_gpu: b
 
 def train_adapter(base: Base, config: TrialConfig, on_rung: OnRung | None = None) -> dict[str, Any]:
     """Train and evaluate one configuration on a loaded base, and leave the base as it was.
-    Returns {"metrics": {...}, "info": {...}}: the metrics named in objectives.METRICS, and
-    what is needed to repeat the run. With `config.rungs`, the held-out loss is also
-    measured after each of those steps (info["learning_curve"], ending with the final
-    evaluation), and `on_rung` may end training there: then the metrics are the rung's and
+    Returns {"metrics": {...}, "info": {...}}: the metrics named in objectives.METRICS (and
+    the config's generation metrics with eval_time_s), and what is needed to repeat the run.
+    With `config.rungs`, the held-out loss (and the generation metrics) is also measured
+    after each of those steps (info["learning_curve"], ending with the final evaluation),
+    and `on_rung` may end training there: then the metrics are the rung's and
     info["stopped_at_step"] says which."""
     import torch
     from transformers import set_seed
@@ -220,7 +231,11 @@ def train_adapter(base: Base, config: TrialConfig, on_rung: OnRung | None = None
     setup_started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="autotune-trial-") as output_dir:
         trainer = _trainer(config, base.model, base.tokenizer, base.data.train, base.data.eval, output_dir)
-        rungs = _rungs(config.rungs, base.on_gpu, on_rung)
+        generation = (
+            Generation(config.metrics, config.generation, base.data.eval, base.tokenizer) if config.metrics else None
+        )
+        batch_size = config.training.per_device_eval_batch_size
+        rungs = _rungs(config.rungs, base.on_gpu, on_rung, generation, batch_size)
         trainer.add_callback(rungs)
         setup_s = time.perf_counter() - setup_started
         if base.on_gpu:
@@ -239,12 +254,14 @@ def train_adapter(base: Base, config: TrialConfig, on_rung: OnRung | None = None
         if rungs.stopped_at is None:
             eval_loss = trainer.evaluate()["eval_loss"]
             metrics = _metrics(eval_loss, train_output.training_loss, train_time_s, base.on_gpu, trainer.state)
+            generated = generation.measure(trainer.model, batch_size) if generation is not None else {}
+            metrics |= generated
             curve = [
                 *rungs.curve,
-                {"step": trainer.state.global_step, "eval_loss": eval_loss, "train_time_s": train_time_s},
+                {"step": trainer.state.global_step, "eval_loss": eval_loss, "train_time_s": train_time_s, **generated},
             ]
         else:
-            metrics = {m: rungs.stopped_at[m] for m in METRICS}
+            metrics = {m: v for m, v in rungs.stopped_at.items() if m != "step"}
             curve = rungs.curve
         eval_s = time.perf_counter() - train_ended + rungs.eval_s
         n_tokens = max((log.get("num_tokens", 0.0) for log in trainer.state.log_history), default=0.0)

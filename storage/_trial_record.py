@@ -14,10 +14,11 @@ if TYPE_CHECKING:
 
 # Why a trial ended without metrics: `config` (the config itself failed: an error, an OOM,
 # a crash, a time limit, a divergence), `input` (the model or data cannot be used on this
-# machine), `interrupted` (its worker was stopped), `surplus` (other workers used the budget
+# machine), `metric` (the user's metric function failed: not the config's fault, so no
+# budget is spent), `interrupted` (its worker was stopped), `surplus` (other workers used the budget
 # first), `duplicate` (its config was in flight or tried already) or `abandoned` (its worker
 # lost the storage before starting it): the last four never trained.
-FailureKind = Literal["config", "input", "interrupted", "surplus", "duplicate", "abandoned"]
+FailureKind = Literal["config", "input", "metric", "interrupted", "surplus", "duplicate", "abandoned"]
 
 
 class Rung(BaseModel):

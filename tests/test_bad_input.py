@@ -260,3 +260,71 @@ def test_export_verified_before_any_verification(tmp_path, capsys, sqlite_url):
     assert main(["worker", "s", "--storage", sqlite_url]) == 0
     line = _run(capsys, ["export", "s", "--verified", "--storage", sqlite_url])
     assert "none of the trials that --pick pareto chooses is verified yet; run: autotune verify s --pick pareto" in line
+
+
+_SCORE = "def score(predictions, references, prompts):\n    return 1.0\n"
+_GENERATION = {"max_new_tokens": 2, "num_examples": 4}
+BAD_METRICS = [
+    (
+        {"name": "s", "function": "missing.py:score", "direction": "maximize"},
+        _SCORE,
+        "missing.py:score: no file missing.py",
+    ),
+    ({"name": "s", "function": "evals.py:score", "direction": "maximize"}, "import no_such_lib\n", "cannot import"),
+    ({"name": "s", "function": "no_such_pkg.evals:score", "direction": "maximize"}, _SCORE, "No module named"),
+    ({"name": "s", "function": "evals.py:judge", "direction": "maximize"}, _SCORE, "has no function judge"),
+    ({"name": "s", "function": "evals.py:score", "direction": "maximize"}, "def score(a):\n    return 1\n", "keywords"),
+    ({"name": "s", "function": "evals.py:score"}, _SCORE, "metrics.0: metric 's': give its direction"),
+    ({"name": "eval_loss", "function": "evals.py:score", "direction": "minimize"}, _SCORE, "built-in metric"),
+    ({"name": "rouge_l", "function": "evals.py:score", "direction": "maximize"}, _SCORE, "built-in metric"),
+    ({"name": "bleu"}, _SCORE, "no built-in metric 'bleu'; choose from exact_match, rouge_l, json_valid"),
+]
+
+
+@pytest.mark.parametrize(("metric", "source", "expected"), BAD_METRICS)
+def test_bad_metric_function(tmp_path, capsys, tiny_model, dataset_file, sqlite_url, metric, source, expected):
+    (tmp_path / "evals.py").write_text(source)
+    spec = small_spec(tiny_model, dataset_file, metrics=[metric], generation=_GENERATION)
+    line = _run(
+        capsys,
+        ["study", "create", "s", "--config", str(write_spec(tmp_path / "s.yaml", spec)), "--storage", sqlite_url],
+    )
+    assert expected in line
+    _nothing_written(sqlite_url)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "rows", "expected"),
+    [
+        ({"objectives": [{"metric": "exact_matc"}]}, None, "objectives.0.metric: unknown metric 'exact_matc'"),
+        ({"constraints": ["rouge_l >= 0.5"]}, None, "constraints.0: unknown metric 'rouge_l'"),
+        ({"trial": {"kind": "zdt1"}}, None, "trial kind zdt1 generates no text"),
+        ({}, [{"text": f"line {i}"} for i in range(40)], "(text layout) has none; use a layout with prompts"),
+        ({"generation": {"num_examples": 5}}, None, "generation.num_examples (5) is above the held-out split's 4"),
+    ],
+)
+def test_bad_generation_setting(tmp_path, capsys, tiny_model, dataset_file, sqlite_url, overrides, rows, expected):
+    data = write_jsonl(tmp_path / "text.jsonl", rows) if rows else dataset_file
+    spec = small_spec(tiny_model, data, metrics=[{"name": "exact_match"}], generation=_GENERATION)
+    spec.update(overrides)
+    line = _run(
+        capsys,
+        ["study", "create", "s", "--config", str(write_spec(tmp_path / "s.yaml", spec)), "--storage", sqlite_url],
+    )
+    assert expected in line
+    _nothing_written(sqlite_url)
+
+
+def test_worker_without_the_metric_function(tmp_path, capsys, tiny_model, dataset_file, sqlite_url):
+    evals = tmp_path / "evals.py"
+    evals.write_text(_SCORE)
+    metric = {"name": "s", "function": "evals.py:score", "direction": "maximize"}
+    spec = small_spec(tiny_model, dataset_file, metrics=[metric], generation=_GENERATION)
+    assert (
+        main(["study", "create", "s", "--config", str(write_spec(tmp_path / "s.yaml", spec)), "--storage", sqlite_url])
+        == 0
+    )
+    evals.unlink()  # a worker's machine that lacks the file
+    capsys.readouterr()
+    assert f"metric function {evals}:score: no file {evals}" in _run(capsys, ["worker", "s", "--storage", sqlite_url])
+    assert optuna.load_study(study_name="s", storage=sqlite_url).trials == []
