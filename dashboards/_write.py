@@ -68,7 +68,7 @@ def devices_line(devices: dict[str, tuple[float, int]]) -> str | None:
     if not devices:
         return None
     reference = next((d for d, (factor, _) in devices.items() if factor == 1.0), None)
-    used = ", ".join(f"{d} x{factor:.3g} ({n} trials)" for d, (factor, n) in devices.items())
+    used = ", ".join(f"{d} x{factor:.3g} ({n} trial{'s' * (n != 1)})" for d, (factor, n) in devices.items())
     return f"devices: {used}" + (f"; train_time_s in seconds of {reference}" if len(devices) > 1 and reference else "")
 
 

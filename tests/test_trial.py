@@ -153,3 +153,11 @@ def test_bundled_smollm2_gguf_converts_once_even_when_two_workers_race(tmp_path)
     assert tokenizer.chat_template, "the chat template survives the conversion"
     model = AutoModelForCausalLM.from_pretrained(folder)
     assert model.config.model_type == "llama" and model.num_parameters() > 100_000_000
+
+    # Generation metrics' decoding on the demo model: greedy, batched with left padding.
+    from autotune.objectives import BUILT_IN, generate
+
+    prompts = [tokenizer(text)["input_ids"] for text in ("The built-in function len returns", "Python is")]
+    completions = generate(model, tokenizer, prompts, max_new_tokens=8, batch_size=2)
+    assert all(c.strip() for c in completions) and completions == generate(model, tokenizer, prompts, 8, 2)
+    assert BUILT_IN["exact_match"](predictions=completions, references=completions, prompts=["", ""]) == 1.0
