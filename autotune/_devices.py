@@ -10,25 +10,34 @@ The measured time stays in the trial's record (measured_train_time_s). A study r
 device type has factor 1 everywhere: its times are as measured.
 
 The factor assumes that the ratio of two devices' speeds is about the same for every config
-of the study (the same model and data; the configs differ in rank, batch size and the like)."""
+of the study (the same model and data; the configs differ in rank, batch size and the like).
+
+One slot per device type calibrates: it claims the calibration (`device_calibration_under_way`,
+device type -> the number of the trial it calibrates for), and the other slots of that type,
+on any machine, wait for its seconds; a claim whose trial no longer runs (it failed, or its
+worker died and missed its heartbeats) is taken over."""
 
 from __future__ import annotations
 
 import functools
 import platform
 import subprocess
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from ._runner import TrialFailed
 from .objectives import TrialConfig
-from .storage import AskLock, Retry
+from .storage import AskLock, Retry, fail_stale_trials
 
 if TYPE_CHECKING:
     import optuna
 
 CALIBRATION_ATTR = "device_calibration"
+UNDER_WAY_ATTR = "device_calibration_under_way"
+POLL_S = 2.0  # how often a slot waiting for another's calibration looks for its seconds
 # A calibration trains as many steps as a trial (training.max_steps), timed as a trial is
 # (its first steps' warm-up included, evaluation not): a trial-length run per device type.
 # Where trials train whole epochs instead, this many steps.
@@ -66,26 +75,58 @@ def read_calibration(study: optuna.Study) -> DeviceCalibration | None:
 
 
 def device_factor(
-    study: optuna.Study,
+    trial: optuna.Trial,
     device: str,
     config: TrialConfig,
     train: Callable[[TrialConfig], dict[str, Any]],
     lock: AskLock,
     retry: Retry,
+    stop: threading.Event,
+    note: Callable[[str], None],
 ) -> float:
-    """`device`'s factor in the study, calibrating it first (with `train`, the slot's runner)
-    where the study has none for it. `config` is the trial about to run: the first device
-    type calibrates with its hyperparameters, and every later one with the same."""
+    """`device`'s factor in the trial's study, calibrating it first (with `train`, the slot's
+    runner) where the study has none for it, or waiting while another slot of that type does.
+    `config` is `trial`'s: the first device type calibrates with its hyperparameters, and
+    every later one with the same."""
+    study, waiting = trial.study, False
     while True:
         stored = retry(functools.partial(read_calibration, study))
         if stored is not None and device in stored.seconds:
             return stored.factor(device)
+        if not retry(functools.partial(_claim, study, lock, device, trial.number)):
+            if not waiting:
+                note(f"trial {trial.number} waits for another worker's calibration of {device}")
+                waiting = True
+            if stop.wait(POLL_S):
+                raise TrialFailed("interrupted: the worker was asked to stop", "interrupted")
+            continue
+        note(f"trial {trial.number} calibrates {device} first: one trial-length run, timed (autotune._devices)")
         hyperparameters = config.hyperparameters.model_dump(mode="json") if stored is None else stored.hyperparameters
         seconds = _calibrate(config, hyperparameters, train)
         calibration = retry(functools.partial(_store, study, lock, device, hyperparameters, seconds))
         if calibration is not None:
             return calibration.factor(device)
         # Another device type was calibrated first, with other hyperparameters: again with theirs.
+
+
+def _claim(study: optuna.Study, lock: AskLock, device: str, number: int) -> bool:
+    """Whether trial `number`'s slot is to calibrate `device`: no other trial that still runs
+    claimed it. The RUNNING trials of dead workers are failed first, so that their claims lapse."""
+    from optuna.trial import TrialState
+
+    lock.acquire()
+    try:
+        fail_stale_trials(study)
+        claims: dict[str, int] = study.user_attrs.get(UNDER_WAY_ATTR, {})
+        holder = claims.get(device)
+        if holder is not None and holder != number:
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if any(t.number == holder for t in running):
+                return False
+        study.set_user_attr(UNDER_WAY_ATTR, claims | {device: number})
+        return True
+    finally:
+        lock.release()
 
 
 def _calibrate(config: TrialConfig, hyperparameters: dict[str, Any], train: Callable[..., dict[str, Any]]) -> float:

@@ -78,7 +78,7 @@ def pick_trials(study: optuna.Study, spec: StudySpec, pick: str, points: StudyPo
     if match is None:
         raise AutotuneError(f"unknown --pick {pick!r}; use {PICK_HELP}")
     whole, direction, metric, budget_metric, bound, number = match.groups()
-    known = [*METRICS, *(m for m in spec.metric_names if m not in METRICS), *(m.name for m in spec.metrics)]
+    known = [*METRICS, *(m for m in spec.metric_names if m not in METRICS), *spec.own_metric_names]
     for name in (metric, budget_metric):
         if name is not None and name not in known:
             raise AutotuneError(f"unknown metric {name!r} in --pick; choose from {', '.join(dict.fromkeys(known))}")
@@ -136,7 +136,7 @@ def export(
         >>> autotune.export("lora-sweep", pick="knee", out="best.yaml")  # doctest: +SKIP
     """
     study, spec = load_study(name, storage)
-    points = collect(study, spec.metric_names, spec.directions, spec.sampler.name)
+    points = collect(study, spec.metric_names, spec.directions, spec.sampler.name, metrics=spec.own_metric_names)
     chosen = pick_trials(study, spec, pick, points)
     if verified:
         chosen = [t for t in chosen if t.number in points.verification.verified]

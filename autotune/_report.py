@@ -39,7 +39,9 @@ def build_report(
         raise AutotuneError(
             f"--reference-point must be above 1 (objectives are normalised to [0, 1]), got {reference_point}"
         )
-    info = build_report_info(study, spec.sampler.name, spec.metric_names, spec.directions, other, reference_point)
+    info = build_report_info(
+        study, spec.sampler.name, spec.metric_names, spec.directions, other, reference_point, spec.own_metric_names
+    )
     return info, study
 
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from .objectives import AnyConfig, TrialConfig, warm_key
+from .objectives import AnyConfig, TrialConfig, runner_goes_on, warm_key
 from .storage import FailureKind
 
 _POLL_S = 0.2
@@ -126,7 +126,7 @@ class Runner:
             self._send(process, json.dumps({"continue": go_on}))
         if "error" in message:
             failure = failed(message, self._log_tail(log_start))
-            if message["error"]["kind"] != "recorded":
+            if not runner_goes_on(message["error"]["kind"]):
                 self.close()  # it exits after an error; a fresh one takes the next trial
             raise failure
         return message

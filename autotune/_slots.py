@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._adapters import Adapters
 from ._ask import Asker
-from ._devices import device_factor, read_calibration, scaled
+from ._devices import device_factor, device_type, read_calibration, scaled
 from ._early_stopping import at_rung, reach_rung
 from ._errors import AutotuneError
 from ._runner import Runner, TrialFailed
@@ -31,8 +31,13 @@ if TYPE_CHECKING:
 class Slot:
     gpu: str | None
     runner: Runner
-    device: str  # its device type (autotune._devices.device_type)
     factor: float | None = None  # its device's time factor in the study, once calibrated
+
+    @functools.cached_property
+    def device(self) -> str:
+        """Its device type (autotune._devices.device_type), asked for by QLoRA trials only:
+        on a CPU it imports torch, which a worker of simulated trials does without."""
+        return device_type(self.gpu)
 
 
 @dataclass
@@ -148,7 +153,14 @@ def _config(loop: SlotLoop, slot: Slot, trial: optuna.Trial, hyperparameters: Hy
         train = functools.partial(slot.runner.run, stop=loop.stop)
         try:
             slot.factor = device_factor(
-                loop.teller.study, slot.device, config, train, loop.asker.lock, loop.teller.retry
+                trial,
+                slot.device,
+                config,
+                train,
+                loop.asker.lock,
+                loop.teller.retry,
+                loop.stop,
+                loop.teller.progress.note,
             )
         except TrialFailed as exc:
             if exc.kind != "config":  # interrupted, or the model or data cannot be used: as in a trial

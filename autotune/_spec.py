@@ -245,7 +245,7 @@ class StudySpec(_Strict):
     def _check_metrics(self) -> None:
         """The spec's own metrics, and the objectives and constraints that name a metric, with
         the objectives' directions set."""
-        names = [m.name for m in self.metrics]
+        names = self.own_metric_names
         if len(set(names)) != len(names):
             raise ValueError(f"metrics name a metric twice: {', '.join(names)}")
         if self.metrics and not isinstance(self.trial, QLoRATrial):
@@ -282,6 +282,11 @@ class StudySpec(_Strict):
     @property
     def directions(self) -> list[str]:
         return [str(o.direction) for o in self.objectives]
+
+    @property
+    def own_metric_names(self) -> list[str]:
+        """The names in `metrics:` (generation metrics and the user's functions)."""
+        return [m.name for m in self.metrics]
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

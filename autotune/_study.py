@@ -74,7 +74,7 @@ def _check_generation(spec: StudySpec, n_examples: int, has_prompts: bool, layou
         load_function(metric)
     if not has_prompts:
         raise TrialInputError(
-            f"metrics {', '.join(m.name for m in spec.metrics)} score completions of prompts, and dataset "
+            f"metrics {', '.join(spec.own_metric_names)} score completions of prompts, and dataset "
             f"{spec.dataset.path} ({layout} layout) has none; use a layout with prompts (alpaca, dolly, chat, "
             "prompt_completion) or drop metrics"
         )
@@ -183,6 +183,7 @@ class StudySummary:
     artifact_store: str | None = None  # where they are
     device_hours: float = 0.0  # the device time the trials of the search took (storage.device_hours_spent)
     devices: dict[str, tuple[float, int]] = field(default_factory=dict)  # device type -> (time factor, trials)
+    measured: list[str] = field(default_factory=list)  # the spec's own metrics shown beside the objectives
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"budget": self.budget.model_dump()}
@@ -209,7 +210,7 @@ def on_front(trials: list[optuna.trial.FrozenTrial], points: StudyPoints) -> lis
 
 def summarize(study: optuna.Study, spec: StudySpec) -> StudySummary:
     trials = study.get_trials(deepcopy=False)
-    points = collect(study, spec.metric_names, spec.directions, spec.sampler.name)
+    points = collect(study, spec.metric_names, spec.directions, spec.sampler.name, metrics=spec.own_metric_names)
     return StudySummary(
         name=study.study_name,
         sampler=spec.sampler.name,
@@ -228,6 +229,7 @@ def summarize(study: optuna.Study, spec: StudySpec) -> StudySummary:
         artifact_store=spec.artifacts.store if spec.artifacts else None,
         device_hours=device_hours_spent(trials),
         devices=points.devices,
+        measured=points.measured,
     )
 
 

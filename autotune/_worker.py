@@ -18,7 +18,6 @@ from rich.console import Console
 
 from ._adapters import Adapters
 from ._ask import Asker, work_left
-from ._devices import device_type
 from ._progress import WorkerProgress
 from ._runner import Runner
 from ._samplers import build_sampler, sees_the_search
@@ -125,7 +124,7 @@ def _run_worker(
     teller = Teller(study, spec, retry, progress)
     asker = Asker(study, spec, AskLock(url, name), retry, teller, seed)
     loop = SlotLoop(asker, teller, Adapters.of(spec), cache_dir, stop)
-    slots = [Slot(gpu, Runner(gpu, spec.worker.trials_per_runner), device_type(gpu)) for gpu in gpus or [None]]
+    slots = [Slot(gpu, Runner(gpu, spec.worker.trials_per_runner)) for gpu in gpus or [None]]
     asking = threading.Thread(target=ask_and_hand_out, args=(loop, slots, n_trials, timeout), daemon=True)
     try:
         with progress:

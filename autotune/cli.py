@@ -81,14 +81,15 @@ def _print_summary(summary: StudySummary) -> None:
         console.print(f"adapters kept in {summary.artifact_store}: trials {kept} ({size:.1f} MiB)", highlight=False)
     for line in verification_lines(summary.verification):
         console.print(line, highlight=False, soft_wrap=True)
-    table = Table("trial", "params", *summary.objectives, title="Pareto set")
+    shown = [*summary.objectives, *summary.measured]
+    table = Table("trial", "params", *shown, title="Pareto set")
     for row in summary.pareto:
         table.add_row(
             str(row.number),
             format_params(row.params),
             *(
                 format_value(row.metrics.get(m, float("nan")), m, summary.verification.verified.get(row.number))
-                for m in summary.objectives
+                for m in shown
             ),
         )
     console.print(table)

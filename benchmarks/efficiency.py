@@ -49,10 +49,10 @@ from replay import REFERENCE, Replay, ScoredTable
 from scipy.stats import spearmanr
 
 from autotune import EarlyStopping, SamplerSpec
-from autotune._early_stopping import reach_rung, rung_steps
+from autotune._early_stopping import goes_on, reach_rung, rung_steps, values_at
 from autotune._samplers import build_sampler, sees_the_search
 from autotune.objectives import TrialInputError, load_table
-from autotune.storage import write_record
+from autotune.storage import Rung, read_record, write_record
 
 N_RANDOM_TRIALS = 50
 FRACTIONS = [0.1, 0.25, 0.5, 1.0]
@@ -66,6 +66,9 @@ class Method:
     min_steps: float | None = None  # early stopping's first rung, a fraction of the steps; None: off
     reduction_factor: int = 3
     qmc_startup: bool = False  # the sampler's first 10 trials from scrambled Sobol, not at random
+    # Hyperband's hedge: trial n is in bracket n % (rungs + 1), which starts at rung n % (rungs + 1)
+    # (the last bracket never stops), and ranks at a rung against its own bracket's trials only.
+    brackets: bool = False
 
 
 RANDOM = Method("random")
@@ -78,6 +81,10 @@ CANDIDATES = {  # fixed before looking: what the default is chosen from
     "tpe+es(late)": Method("tpe", 1 / 3),  # one rung, at a third of the steps
     "tpe+qmc": Method("tpe", qmc_startup=True),
     "tpe+qmc+es": Method("tpe", 1 / 9, qmc_startup=True),
+}
+HEDGED = {  # added after the candidates above were replayed (issue 22's "brackets that hedge"): not chosen from
+    "tpe+hb": Method("tpe", 1 / 9, brackets=True),
+    "random+hb": Method("random", 1 / 9, brackets=True),
 }
 N_STARTUP = 10  # Optuna's default n_startup_trials for tpe and gp
 
@@ -126,12 +133,13 @@ def run_ours(method: Method, replay: Replay) -> None:
     while not replay.done:
         trial = study.ask()
         run = replay.trial(space.suggest(trial).model_dump())
-        for step in rungs:
+        bracket = trial.number % (len(rungs) + 1) if method.brackets else 0
+        for step in rungs[bracket:]:
             measured = run.run_to(step)
             values = run.scaled(measured, step)
             if measured is None:
                 break
-            if not reach_rung(study, trial, step, values, DIRECTIONS, method.reduction_factor):
+            if not _goes_on(study, trial, step, values, method, len(rungs) + 1):
                 write_record(trial, stopped_values=values, stopped_at_step=step)
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 run.stop()
@@ -141,6 +149,15 @@ def run_ours(method: Method, replay: Replay) -> None:
             continue
         if run.failed:
             study.tell(trial, [REFERENCE, REFERENCE])
+
+
+def _goes_on(study: optuna.Study, trial: optuna.Trial, step: int, values: list[float], method: Method, n: int) -> bool:
+    """Early stopping's decision at a rung; with brackets, against the trial's own bracket."""
+    if not method.brackets:
+        return reach_rung(study, trial, step, values, DIRECTIONS, method.reduction_factor)
+    write_record(trial, rungs=[*(read_record(trial).rungs or ()), Rung(step=step, values=values)])
+    same = [t for t in study.get_trials(deepcopy=False) if t.number % n == trial.number % n]
+    return goes_on(values, values_at(same, step, but=trial.number), DIRECTIONS, method.reduction_factor)
 
 
 def _quartiles(values: list[float]) -> list[float | None]:
@@ -320,18 +337,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--random-seeds", type=int, default=100)
-    parser.add_argument("--methods", default=",".join(CANDIDATES), help="comma-separated, of: " + ", ".join(CANDIDATES))
+    known = CANDIDATES | HEDGED
+    parser.add_argument("--methods", default=",".join(CANDIDATES), help="comma-separated, of: " + ", ".join(known))
     parser.add_argument("--peers", default="", help="comma-separated, of benchmarks/peers.py's: moasha, syne-ehvi, ...")
     parser.add_argument("--peer-seeds", type=int, help="seeds for the peers (default: --seeds)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
     names = list(dict.fromkeys([default_method(), *args.methods.split(",")]))  # the default always runs
-    unknown = set(names) - set(CANDIDATES)
+    unknown = set(names) - set(known)
     if unknown:
-        parser.error(f"unknown method(s) {', '.join(sorted(unknown))}; choose from {', '.join(CANDIDATES)}")
+        parser.error(f"unknown method(s) {', '.join(sorted(unknown))}; choose from {', '.join(known)}")
     methods: dict[str, Callable[[Replay], None]] = {
-        name: (lambda replay, m=CANDIDATES[name]: run_ours(m, replay)) for name in names
+        name: (lambda replay, m=known[name]: run_ours(m, replay)) for name in names
     }
     peers: dict[str, Callable[[Replay], None]] = {}
     if args.peers:

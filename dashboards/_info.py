@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 class TrialPoint:
     number: int
     params: dict[str, Any]
-    metrics: dict[str, float]  # the objectives, by name
+    metrics: dict[str, float]  # the objectives, by name, and the spec's own metrics recorded
     feasible: bool
 
 
@@ -90,6 +91,9 @@ class StudyPoints:
     # Device type -> (its time factor, QLoRA trials it ran): the times are in the seconds of
     # the device with factor 1 (autotune._devices).
     devices: dict[str, tuple[float, int]] = field(default_factory=dict)
+    # The names the spec's own metrics (its `metrics:`) that are no objective were recorded
+    # under (a function's dict: name.key): shown, and verified, beside the objectives.
+    measured: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -125,11 +129,14 @@ def collect(
     directions: list[str],
     sampler: str,
     trials: list[optuna.trial.FrozenTrial] | None = None,
+    metrics: Sequence[str] = (),
 ) -> StudyPoints:
-    """The study's points; from `trials` where the caller has read them already."""
+    """The study's points; from `trials` where the caller has read them already. `metrics`:
+    the names in the spec's `metrics:`, carried beside the objectives."""
     all_trials = study.get_trials(deepcopy=False) if trials is None else trials
+    measured = measured_names(all_trials, metric_names, metrics)
     points = [
-        TrialPoint(t.number, dict(t.params), dict(zip(metric_names, t.values, strict=True)), is_feasible(t))
+        TrialPoint(t.number, dict(t.params), _values(t, metric_names, measured), is_feasible(t))
         for t in all_trials
         if searched(t)
     ]
@@ -140,7 +147,7 @@ def collect(
     )
     front = pareto_front(points, metric_names, directions)
     budget = [t for t in all_trials if spent_budget(t)]
-    verified = verified_configs(all_trials, metric_names)
+    verified = verified_configs(all_trials, metric_names, measured)
     spread = seed_spread(front, verified, metric_names)
     verification = Verification(
         verified,
@@ -160,7 +167,31 @@ def collect(
         sum(train_time_saved_s(t) for t in budget),
         verification,
         _devices(all_trials),
+        measured,
     )
+
+
+def measured_names(
+    trials: list[optuna.trial.FrozenTrial], objectives: Sequence[str], metrics: Sequence[str]
+) -> list[str]:
+    """The names under which the trials recorded the spec's own `metrics` (a function that
+    returns a dict: name.key), the objectives apart."""
+    names = {
+        name
+        for t in trials
+        if succeeded(t)
+        for name in recorded(t, "metrics") or {}
+        if name not in objectives and any(name == m or name.startswith(m + ".") for m in metrics)
+    }
+    return sorted(names)
+
+
+def _values(trial: optuna.trial.FrozenTrial, objectives: Sequence[str], measured: Sequence[str]) -> dict[str, float]:
+    """The trial's objectives, then those of `measured` it recorded."""
+    recorded_metrics = recorded(trial, "metrics") or {}
+    return dict(zip(objectives, trial.values, strict=True)) | {
+        m: recorded_metrics[m] for m in measured if m in recorded_metrics
+    }
 
 
 def _devices(trials: list[optuna.trial.FrozenTrial]) -> dict[str, tuple[float, int]]:
@@ -172,8 +203,11 @@ def _devices(trials: list[optuna.trial.FrozenTrial]) -> dict[str, tuple[float, i
     return used
 
 
-def verified_configs(trials: list[optuna.trial.FrozenTrial], metric_names: list[str]) -> dict[int, Verified]:
-    """The configs with at least two re-runs that succeeded, by the number of their first trial."""
+def verified_configs(
+    trials: list[optuna.trial.FrozenTrial], metric_names: list[str], measured: Sequence[str] = ()
+) -> dict[int, Verified]:
+    """The configs with at least two re-runs that succeeded, by the number of their first
+    trial: the mean and spread of their objectives, and of the `measured` metrics."""
     reruns: dict[int, list[optuna.trial.FrozenTrial]] = defaultdict(list)
     for trial in trials:
         if is_rerun(trial) and succeeded(trial):
@@ -182,14 +216,20 @@ def verified_configs(trials: list[optuna.trial.FrozenTrial], metric_names: list[
     for number, runs in sorted(reruns.items()):
         if len(runs) < 2:
             continue
-        values = np.array([t.values for t in runs], dtype=float)
+        names = [*metric_names, *measured]
+        values = np.array([[_values(t, metric_names, measured).get(m, np.nan) for m in names] for t in runs])
         # where the seeds all gave one value its spread is 0, not the rounding of the mean
-        std = np.where(np.ptp(values, axis=0) > 0, values.std(axis=0, ddof=1), 0.0)
+        with warnings.catch_warnings():  # a metric no re-run recorded: nan, and numpy says so
+            warnings.simplefilter("ignore", RuntimeWarning)
+            std = np.where(
+                np.nanmax(values, axis=0) > np.nanmin(values, axis=0), np.nanstd(values, axis=0, ddof=1), 0.0
+            )
+            mean = np.nanmean(values, axis=0)
         verified[number] = Verified(
             trials=[t.number for t in runs],
             seeds=[read_record(t).seed for t in runs],
-            mean=dict(zip(metric_names, values.mean(axis=0).tolist(), strict=True)),
-            std=dict(zip(metric_names, std.tolist(), strict=True)),
+            mean=dict(zip(names, mean.tolist(), strict=True)),
+            std=dict(zip(names, std.tolist(), strict=True)),
         )
     return verified
 
@@ -324,11 +364,12 @@ def build_report_info(
     directions: list[str],
     baseline: tuple[optuna.Study, str] | None = None,
     reference_point: float = 1.1,
+    metrics: Sequence[str] = (),
 ) -> ReportInfo:
     """Everything a report shows, for `study` and optionally `baseline` (a study and its
-    sampler's name), whose objectives must be the same."""
-    points = collect(study, metric_names, directions, sampler)
-    base = collect(baseline[0], metric_names, directions, baseline[1]) if baseline else None
+    sampler's name), whose objectives must be the same; `metrics` as in collect."""
+    points = collect(study, metric_names, directions, sampler, metrics=metrics)
+    base = collect(baseline[0], metric_names, directions, baseline[1], metrics=metrics) if baseline else None
     studies = [points] + ([base] if base else [])
     bounds = bounds_over(studies, metric_names, directions)
     history = {s.name: hypervolume_history(s, metric_names, directions, bounds, reference_point) for s in studies}

@@ -100,11 +100,9 @@ def _markdown(info: ReportInfo) -> str:
         if verification:
             lines += [f"- {line}" for line in verification] + [""]
         params = sorted({k for p in study.pareto for k in p.params})
-        lines += [
-            "| trial | " + " | ".join(params + info.metric_names) + " |",
-            "|---" * (1 + len(params) + len(info.metric_names)) + "|",
-        ]
-        for p, cells in _pareto_rows(study, params, info.metric_names):
+        shown = [*info.metric_names, *study.measured]
+        lines += ["| trial | " + " | ".join(params + shown) + " |", "|---" * (1 + len(params) + len(shown)) + "|"]
+        for p, cells in _pareto_rows(study, params, shown):
             lines.append(f"| {p.number} | " + " | ".join(cells) + " |")
         lines.append("")
     bounds = ", ".join(
@@ -127,13 +125,16 @@ def _markdown(info: ReportInfo) -> str:
 
 
 def _pareto_rows(study: StudyPoints, params: list[str], metric_names: list[str]) -> list[tuple[TrialPoint, list[str]]]:
-    """Each front config's cells: its params, then its objectives (verified ones with their
-    mean ± std)."""
+    """Each front config's cells: its params, then its `metric_names` (verified ones with
+    their mean ± std)."""
     return [
         (
             p,
             [_fmt(p.params.get(k, "")) for k in params]
-            + [format_value(p.metrics[m], m, study.verification.verified.get(p.number)) for m in metric_names],
+            + [
+                format_value(p.metrics.get(m, float("nan")), m, study.verification.verified.get(p.number))
+                for m in metric_names
+            ],
         )
         for p in sorted(study.pareto, key=lambda p: p.number)
     ]
@@ -141,10 +142,11 @@ def _pareto_rows(study: StudyPoints, params: list[str], metric_names: list[str])
 
 def _table(study: StudyPoints, metric_names: list[str]) -> str:
     params = sorted({k for p in study.pareto for k in p.params})
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["trial", *params, *metric_names])
+    shown = [*metric_names, *study.measured]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["trial", *params, *shown])
     rows = [
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in [str(p.number), *cells]) + "</tr>"
-        for p, cells in _pareto_rows(study, params, metric_names)
+        for p, cells in _pareto_rows(study, params, shown)
     ]
     failures = "".join(f"<li>{n} × {html.escape(r)}</li>" for r, n in study.failures.items())
     verification = "".join(f"<li>{html.escape(line)}</li>" for line in verification_lines(study.verification))

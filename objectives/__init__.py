@@ -21,7 +21,7 @@ from ._errors import MetricError, TrialInputError
 from ._generation import generate, held_out_prompts
 from ._metrics import BUILT_IN, load_function
 from ._model import DEMO_MODEL, check_model_reference, convert_gguf, resolve_cache_dir, resolve_model
-from ._runner import AnyConfig, warm_key
+from ._runner import AnyConfig, runner_goes_on, warm_key
 from ._simulated import SimulatedConfig
 from ._synthetic import TEST_FUNCTIONS, synthetic_metrics
 from ._tabular import Table, load_table
@@ -64,5 +64,6 @@ __all__ = [
     "sft_kwargs",
     "SimulatedConfig",
     "synthetic_metrics",
+    "runner_goes_on",
     "warm_key",
 ]

@@ -8,7 +8,8 @@ stdout: {"metrics": ..., "info": ...}, or {"error": {"kind", "type", "message"}}
 the config's rungs it first writes {"rung": {"step", "metrics"}} and reads the worker's
 decision, {"continue": true|false}, on stdin. Library output goes to stderr. After an error
 it answers and exits, so that nothing a failed trial left behind (an adapter, fragmented GPU
-memory after an OOM) reaches the next one; not after a table's recorded failure (nothing ran).
+memory after an OOM) reaches the next one; not after a table's recorded failure (nothing ran)
+or a metric function's (runner_goes_on).
 
     python -m autotune.objectives --serve
 """
@@ -52,6 +53,13 @@ def error_answer(kind: str, exc: BaseException) -> dict[str, Any]:
     return {"error": error}
 
 
+def runner_goes_on(error_kind: str) -> bool:
+    """Whether a runner takes the next trial after a failure of this kind: after a table's
+    recorded failure (nothing ran) and a metric function's (the base model is as it was), but
+    not after an error in training, which may leave anything behind (memory after an OOM)."""
+    return error_kind in ("recorded", "metric")
+
+
 def _is_oom(exc: BaseException) -> bool:
     return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
 
@@ -77,8 +85,8 @@ def answer(config: AnyConfig, base: Base | None, on_rung: OnRung | None = None) 
         return error_answer("input", exc), None
     except RecordedFailure as exc:  # nothing ran: the runner goes on
         return error_answer("recorded", exc), base
-    except MetricError as exc:  # raised amid training: the base still wears the adapter
-        return error_answer("metric", exc), None
+    except MetricError as exc:  # train_adapter took the adapter off: the base goes on
+        return error_answer("metric", exc), base
     except Exception as exc:
         return error_answer("oom" if _is_oom(exc) else "error", exc), None
 
@@ -96,5 +104,5 @@ def serve(requests: IO[str], answers: IO[str]) -> None:
     while line := requests.readline():
         result, base = answer(parse_config(line), base, ask_worker)
         write(result)
-        if "error" in result and result["error"]["kind"] != "recorded":
+        if "error" in result and not runner_goes_on(result["error"]["kind"]):
             return

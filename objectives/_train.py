@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._config import TrialConfig, perplexity
 from ._data import Splits, limit_lengths, load_examples, split_examples
+from ._errors import MetricError
 from ._generation import Generation
 from ._model import load_model, native_compute_dtype
 from ._translate import bnb_kwargs, lora_kwargs, sft_kwargs
@@ -246,23 +247,32 @@ def train_adapter(base: Base, config: TrialConfig, on_rung: OnRung | None = None
             gc.collect()
             _reset_peak_host_mem()
         start = time.perf_counter()
-        train_output = trainer.train()
-        if base.on_gpu:
-            torch.cuda.synchronize()
-        train_ended = time.perf_counter()
-        train_time_s = train_ended - start - rungs.eval_s
-        if rungs.stopped_at is None:
-            eval_loss = trainer.evaluate()["eval_loss"]
-            metrics = _metrics(eval_loss, train_output.training_loss, train_time_s, base.on_gpu, trainer.state)
-            generated = generation.measure(trainer.model, batch_size) if generation is not None else {}
-            metrics |= generated
-            curve = [
-                *rungs.curve,
-                {"step": trainer.state.global_step, "eval_loss": eval_loss, "train_time_s": train_time_s, **generated},
-            ]
-        else:
-            metrics = {m: v for m, v in rungs.stopped_at.items() if m != "step"}
-            curve = rungs.curve
+        try:
+            train_output = trainer.train()
+            if base.on_gpu:
+                torch.cuda.synchronize()
+            train_ended = time.perf_counter()
+            train_time_s = train_ended - start - rungs.eval_s
+            if rungs.stopped_at is None:
+                eval_loss = trainer.evaluate()["eval_loss"]
+                metrics = _metrics(eval_loss, train_output.training_loss, train_time_s, base.on_gpu, trainer.state)
+                generated = generation.measure(trainer.model, batch_size) if generation is not None else {}
+                metrics |= generated
+                curve = [
+                    *rungs.curve,
+                    {
+                        "step": trainer.state.global_step,
+                        "eval_loss": eval_loss,
+                        "train_time_s": train_time_s,
+                        **generated,
+                    },
+                ]
+            else:
+                metrics = {m: v for m, v in rungs.stopped_at.items() if m != "step"}
+                curve = rungs.curve
+        except MetricError:  # the user's function failed, not training: the base is sound
+            base.model = _take_off_adapter(trainer)
+            raise
         eval_s = time.perf_counter() - train_ended + rungs.eval_s
         n_tokens = max((log.get("num_tokens", 0.0) for log in trainer.state.log_history), default=0.0)
         if config.adapter_dir is not None and rungs.stopped_at is None:

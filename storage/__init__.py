@@ -3,7 +3,7 @@ Optuna journal file, a gRPC proxy), engine options, transient errors, and heartb
 recovering the trials of dead workers; what a trial stores (its record) and what became of it."""
 
 from ._artifacts import check_artifact_store, kept_adapters, open_artifact_store, pack_adapter, unpack_adapter
-from ._liveness import Retry, beat, fail_dead_trials, heartbeat
+from ._liveness import Retry, beat, fail_dead_trials, fail_stale_trials, heartbeat
 from ._lock import AskLock
 from ._open import StorageError, is_database_error, is_transient, open_storage, serve_grpc_proxy, storage_error
 from ._outcome import (
@@ -46,6 +46,7 @@ __all__ = [
     "counts_toward_budget",
     "device_hours_spent",
     "fail_dead_trials",
+    "fail_stale_trials",
     "heartbeat",
     "is_database_error",
     "is_feasible",

@@ -90,14 +90,19 @@ def heartbeat(trial: optuna.Trial, retry: Retry) -> Iterator[None]:
         thread.join()
 
 
-def fail_dead_trials(study: optuna.Study, grace_period_s: float) -> list[optuna.trial.FrozenTrial]:
-    """Fail the RUNNING trials of dead workers (missed heartbeats), whose configs Optuna
-    queues again, and abandoned asks; the study's trials after that, read once."""
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail the RUNNING trials whose heartbeats stopped (Optuna queues their configs again)."""
     import optuna
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+
+
+def fail_dead_trials(study: optuna.Study, grace_period_s: float) -> list[optuna.trial.FrozenTrial]:
+    """Fail the RUNNING trials of dead workers (missed heartbeats), whose configs Optuna
+    queues again, and abandoned asks; the study's trials after that, read once."""
+    fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False)
     abandoned = {t.number for t in trials if _abandoned(t, grace_period_s)}
     for trial in trials:

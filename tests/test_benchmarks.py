@@ -71,8 +71,8 @@ def test_efficiency_tiny(tmp_path):
     out = tmp_path / "eff.json"
     table = write_table(tmp_path / "table.json", seeds=3)  # eval_loss 0.01 apart per seed
     args = ["--out", str(out), "--table", str(table), "--seeds", "2", "--random-seeds", "5"]
-    done = _run(str(BENCHMARKS / "efficiency.py"), *args, "--methods", "random+es")  # and the default, tpe
-    assert "| tpe+es" not in done.stdout and "| random+es |" in done.stdout
+    done = _run(str(BENCHMARKS / "efficiency.py"), *args, "--methods", "random+es,random+hb")  # and tpe
+    assert "| tpe+es" not in done.stdout and "| random+es |" in done.stdout and "| random+hb |" in done.stdout
     result = json.loads(out.read_text())
     measured = result["tables"]["table"]
     # 10 random trials of 8 configs hold most of the front: the table cannot rank methods, so
@@ -85,7 +85,7 @@ def test_efficiency_tiny(tmp_path):
     assert difficulty["configs"] == 8 and difficulty["seeds_per_config"] == 3 and difficulty["failed_configs"] == 1
     assert difficulty["seed_sd_eval_loss"]["pooled"] == pytest.approx(0.01)
     assert set(difficulty["rung_spearman"]) == {"1"}
-    assert set(measured["methods"]) == {"random", "tpe", "random+es"}
+    assert set(measured["methods"]) == {"random", "tpe", "random+es", "random+hb"}
     for row in measured["methods"].values():
         assert set(row["hv_at_compute"]) == {"0.1", "0.25", "0.5", "1.0"}
         assert all(0 <= hv <= 1 + 1e-9 for hv in row["hv_at_compute"].values())
@@ -101,9 +101,9 @@ def test_efficiency_tiny(tmp_path):
 
 def test_overhead_tiny(tmp_path, tiny_model):
     out = tmp_path / "oh.json"
-    args = ["--out", str(out), "--sizes", "5", "--samples", "2", "--model", str(tiny_model), "--trials", "2"]
-    done = _run(str(BENCHMARKS / "overhead.py"), *args, "--max-steps", "1", "--max-length", "128")
-    assert "| sqlite | 16 |" in done.stdout and "| warm | 1 |" in done.stdout
+    args = ["--out", str(out), "--sizes", "5", "--samples", "2", "--workers", "1,4", "--model", str(tiny_model)]
+    done = _run(str(BENCHMARKS / "overhead.py"), *args, "--trials", "2", "--max-steps", "1", "--max-length", "128")
+    assert "| sqlite | 4 |" in done.stdout and "| warm | 1 |" in done.stdout
     result = json.loads(out.read_text())
     assert set(result["samplers"]) == {f"{s}@5" for s in ("gp", "tpe", "nsga2", "random", "qmc")}
     cold, warm = result["per_trial"]["rows"]["cold"], result["per_trial"]["rows"]["warm"]

@@ -14,7 +14,9 @@ from types import ModuleType
 import optuna
 import pytest
 
+from autotune._devices import UNDER_WAY_ATTR, _claim
 from autotune.cli import main
+from autotune.storage import AskLock
 
 from conftest import alpaca_rows, write_jsonl
 
@@ -60,3 +62,19 @@ def test_two_device_types_calibrate_once_and_times_are_scaled_to_the_first(tmp_p
     assert main(["study", "show", "s", "--storage", url]) == 0
     line = f"devices: {one} x1 (1 trial), {two} x{factor:.3g} (2 trials); train_time_s in seconds of {one}"
     assert line in capsys.readouterr().out
+
+
+def test_one_slot_per_device_type_calibrates_and_a_lapsed_claim_is_taken_over(tmp_path):
+    """The first trial to claim a device type's calibration runs it; another trial's slot
+    waits while that trial runs, and takes the claim over once it has failed."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=url, study_name="s")
+    lock = AskLock(url, "s")
+    first, second = study.ask(), study.ask()
+    assert _claim(study, lock, "A100", first.number)
+    assert _claim(study, lock, "A100", first.number)  # its own claim, asked again
+    assert not _claim(study, lock, "A100", second.number)
+    assert _claim(study, lock, "RTX 4090", second.number)  # another device type: its own calibration
+    study.tell(first, state=optuna.trial.TrialState.FAIL)
+    assert _claim(study, lock, "A100", second.number)
+    assert study.user_attrs[UNDER_WAY_ATTR] == {"A100": second.number, "RTX 4090": second.number}

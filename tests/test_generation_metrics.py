@@ -10,6 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+import autotune
 from autotune._report import build_report
 from autotune.cli import main
 from autotune.objectives import BUILT_IN, GenerationSpec, MetricSpec, generate, held_out_prompts, load_base
@@ -75,7 +76,7 @@ def test_a_user_function_as_objective_ranks_at_rungs_and_is_shown(
     spec = small_spec(
         tiny_model,
         dataset_file,
-        metrics=[{"name": "my_score", "function": "my_evals.py:score", "direction": "maximize"}],
+        metrics=[{"name": "my_score", "function": "my_evals.py:score", "direction": "maximize"}, {"name": "rouge_l"}],
         generation={"max_new_tokens": 2, "num_examples": 4},
         objectives=[{"metric": "my_score"}],
         early_stopping={"min_steps": 1, "reduction_factor": 3},
@@ -98,13 +99,18 @@ def test_a_user_function_as_objective_ranks_at_rungs_and_is_shown(
     assert main(["study", "show", "g", "--storage", sqlite_url, "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["objectives"] == ["my_score"] and shown["pareto"][0]["metrics"]["my_score"] == 0.5
+    assert shown["measured"] == ["rouge_l"]  # a metric of the spec that is no objective: shown beside
+    rouge_l = shown["pareto"][0]["metrics"]["rouge_l"]
     assert main(["study", "show", "g", "--storage", sqlite_url]) == 0
-    assert "my_score" in capsys.readouterr().out
+    header = next(line for line in capsys.readouterr().out.splitlines() if "params" in line)
+    assert header.index("my_score") < header.index("rouge_l")
     assert main(["export", "g", "--storage", sqlite_url, "--pick", "max:my_score", "--format", "json"]) == 0
     (entry,) = json.loads(capsys.readouterr().out)
     assert entry["trial"] == 0 and entry["metrics"]["my_score"] == 0.5
     report, _ = build_report("g", sqlite_url)
-    assert report.metric_names == ["my_score"] and report.study.pareto[0].metrics == {"my_score": 0.5}
+    assert report.metric_names == ["my_score"]
+    assert report.study.pareto[0].metrics == {"my_score": 0.5, "rouge_l": rouge_l}
+    assert "<th>rouge_l</th>" in autotune.report("g", sqlite_url, out=tmp_path / "report")["html"].read_text()
 
 
 def test_a_failing_function_fails_its_trials_spends_no_budget_and_stops_the_worker(

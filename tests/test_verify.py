@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 import autotune
 from autotune.cli import main
-from autotune.dashboards import report_figures
+from autotune.dashboards import collect, format_value, report_figures
 
 from conftest import open_in_chromium, small_spec, write_spec
 
@@ -156,3 +156,31 @@ def test_verify_on_the_tiny_model_trains_with_new_seeds(tmp_path, tiny_model, da
     assert main(["study", "show", "s", "--storage", sqlite_url]) == 0
     assert "1 config verified" in capsys.readouterr().out
     assert optuna.load_study(study_name="s", storage=sqlite_url).best_trials  # the study is whole
+
+
+def test_a_verified_config_has_the_mean_and_spread_of_the_specs_own_metrics_too():
+    """A metric of the spec's `metrics:` that is no objective is carried beside the objectives,
+    and a verified config gets its mean ± std over the re-runs as the objectives do."""
+    study = optuna.create_study(directions=["minimize"])
+
+    def add(eval_loss: float, exact_match: float, **record: Any) -> None:
+        metrics = {"eval_loss": eval_loss, "train_time_s": 1.0, "exact_match": exact_match}
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"lora_r": 8},
+                distributions={"lora_r": optuna.distributions.IntDistribution(4, 16)},
+                values=[eval_loss],
+                user_attrs={"metrics": metrics, **record},
+            )
+        )
+
+    add(1.0, 0.5)
+    add(1.1, 0.4, verifies=0, seed=43)
+    add(1.3, 0.8, verifies=0, seed=44)
+    points = collect(study, ["eval_loss"], ["minimize"], "tpe", metrics=["exact_match", "my_score"])
+    assert points.measured == ["exact_match"]  # my_score was never recorded: no column for it
+    assert points.pareto[0].metrics == {"eval_loss": 1.0, "exact_match": 0.5}
+    verified = points.verification.verified[0]
+    assert verified.mean == pytest.approx({"eval_loss": 1.2, "exact_match": 0.6})
+    assert verified.std["exact_match"] == pytest.approx(0.2828, abs=1e-4)
+    assert format_value(0.5, "exact_match", verified) == "0.5 → 0.6 ± 0.28"

@@ -65,6 +65,8 @@ def test_two_worker_processes_share_the_budget(tmp_path, tiny_model, dataset_fil
     # Asks go one at a time through the study's lock: no trial is asked beyond the budget.
     assert [t.state for t in _trials(sqlite_url)] == [TrialState.COMPLETE] * 5
     assert all("COMPLETE" in out for out in outputs), "each worker ran trials"
+    # Their device type is calibrated once: by the worker that claimed it first (the other waits).
+    assert sum(out.count("calibrates cpu") for out in outputs) == 1, outputs
 
 
 def test_worker_on_postgresql(tmp_path, tiny_model, dataset_file, postgres_url):
