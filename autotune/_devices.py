@@ -110,12 +110,16 @@ def device_factor(
 
 
 def _claim(study: optuna.Study, lock: AskLock, device: str, number: int) -> bool:
-    """Whether trial `number`'s slot is to calibrate `device`: no other trial that still runs
-    claimed it. The RUNNING trials of dead workers are failed first, so that their claims lapse."""
+    """Whether trial `number`'s slot is to calibrate `device`: it has no seconds yet, and no
+    other trial that still runs claimed it. The RUNNING trials of dead workers are failed
+    first, so that their claims lapse."""
     from optuna.trial import TrialState
 
     lock.acquire()
     try:
+        stored = read_calibration(study)
+        if stored is not None and device in stored.seconds:
+            return False  # stored since the caller looked: it reads them next
         fail_stale_trials(study)
         claims: dict[str, int] = study.user_attrs.get(UNDER_WAY_ATTR, {})
         holder = claims.get(device)

@@ -150,7 +150,7 @@ def _config(loop: SlotLoop, slot: Slot, trial: optuna.Trial, hyperparameters: Hy
     loop.teller.progress.started(trial.number, trial.params, slot.gpu)
     config = trial_config(loop.spec, trial, hyperparameters, loop.cache_dir)
     if isinstance(config, TrialConfig) and slot.factor is None:
-        train = functools.partial(slot.runner.run, stop=loop.stop)
+        train = functools.partial(slot.runner.run, stop=loop.stop, time_limit_s=loop.spec.trial.timeout_s)
         try:
             slot.factor = device_factor(
                 trial,

@@ -216,8 +216,9 @@ def verified_configs(
     for number, runs in sorted(reruns.items()):
         if len(runs) < 2:
             continue
-        names = [*metric_names, *measured]
-        values = np.array([[_values(t, metric_names, measured).get(m, np.nan) for m in names] for t in runs])
+        recorded_values = [_values(t, metric_names, measured) for t in runs]
+        names = [m for m in [*metric_names, *measured] if any(m in v for v in recorded_values)]
+        values = np.array([[v.get(m, np.nan) for m in names] for v in recorded_values])
         # where the seeds all gave one value its spread is 0, not the rounding of the mean
         with warnings.catch_warnings():  # a metric no re-run recorded: nan, and numpy says so
             warnings.simplefilter("ignore", RuntimeWarning)

@@ -26,7 +26,7 @@ def _fmt(value: object) -> str:
 def format_value(value: float, metric: str, verified: Verified | None) -> str:
     """A trial's value of `metric`, followed where it is verified by its mean ± std over its
     new seeds."""
-    if verified is None:
+    if verified is None or metric not in verified.mean:  # no re-run recorded it
         return f"{value:.4g}"
     return f"{value:.4g} → {verified.mean[metric]:.4g} ± {verified.std[metric]:.2g}"
 

@@ -239,12 +239,12 @@ def train_adapter(base: Base, config: TrialConfig, on_rung: OnRung | None = None
         rungs = _rungs(config.rungs, base.on_gpu, on_rung, generation, batch_size)
         trainer.add_callback(rungs)
         setup_s = time.perf_counter() - setup_started
+        gc.collect()  # what an earlier trial that failed in a metric function left in cycles, too
         if base.on_gpu:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
             torch.cuda.synchronize()
         else:
-            gc.collect()
             _reset_peak_host_mem()
         start = time.perf_counter()
         try:

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import threading
 from pathlib import Path
 from typing import IO, Any
 
 
 class AskLock:
     def __init__(self, url: str, study_name: str) -> None:
+        # One lock serves the worker's asking thread and its slot threads (calibrations):
+        # taken first, it keeps one thread's file or connection from replacing another's.
+        self._threads = threading.Lock()
         self._path: Path | None = None
         self._file: IO[str] | None = None
         self._engine: Any = None
@@ -52,9 +56,18 @@ class AskLock:
 
     def acquire(self) -> None:
         """Wait for the lock. A failure (the server away) raises, holding nothing."""
+        self._threads.acquire()
+        try:
+            self._acquire_across_processes()
+        except BaseException:
+            self._threads.release()
+            raise
+
+    def _acquire_across_processes(self) -> None:
         if self._path is not None:
-            self._file = self._path.open("a")
-            fcntl.flock(self._file, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+            file = self._path.open("a")
+            fcntl.flock(file, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+            self._file = file
         elif self._engine is not None:
             from sqlalchemy import text
 
@@ -67,6 +80,12 @@ class AskLock:
             self._connection = connection
 
     def release(self) -> None:
+        try:
+            self._release_across_processes()
+        finally:
+            self._threads.release()
+
+    def _release_across_processes(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -82,6 +101,6 @@ class AskLock:
                 connection.close()
 
     def close(self) -> None:
-        self.release()
+        self._release_across_processes()
         if self._engine is not None:
             self._engine.dispose()

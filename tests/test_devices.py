@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
 
@@ -78,3 +79,20 @@ def test_one_slot_per_device_type_calibrates_and_a_lapsed_claim_is_taken_over(tm
     study.tell(first, state=optuna.trial.TrialState.FAIL)
     assert _claim(study, lock, "A100", second.number)
     assert study.user_attrs[UNDER_WAY_ATTR] == {"A100": second.number, "RTX 4090": second.number}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_the_ask_lock_keeps_out_the_other_threads_of_one_worker(tmp_path, kind, request):
+    """A worker's asking thread and its slot threads (claiming a calibration) share one ask
+    lock: while one thread holds it, another thread's acquire waits."""
+    url = f"sqlite:///{tmp_path / 'study.db'}" if kind == "sqlite" else request.getfixturevalue("postgres_url")
+    lock = AskLock(url, f"threads-{kind}")
+    lock.acquire()
+    second = threading.Thread(target=lambda: (lock.acquire(), lock.release()))
+    second.start()
+    second.join(0.5)
+    assert second.is_alive(), "the second thread got the lock the first holds"
+    lock.release()
+    second.join(10)
+    assert not second.is_alive()
+    lock.close()

@@ -184,3 +184,10 @@ def test_a_verified_config_has_the_mean_and_spread_of_the_specs_own_metrics_too(
     assert verified.mean == pytest.approx({"eval_loss": 1.2, "exact_match": 0.6})
     assert verified.std["exact_match"] == pytest.approx(0.2828, abs=1e-4)
     assert format_value(0.5, "exact_match", verified) == "0.5 → 0.6 ± 0.28"
+    # Re-runs that recorded no exact_match (the spec changed between them): no mean, no NaN.
+    add(1.0, 0.5)
+    study.add_trial(optuna.trial.create_trial(values=[1.2], user_attrs={"metrics": {"eval_loss": 1.2}, "verifies": 3}))
+    study.add_trial(optuna.trial.create_trial(values=[1.4], user_attrs={"metrics": {"eval_loss": 1.4}, "verifies": 3}))
+    verified = collect(study, ["eval_loss"], ["minimize"], "tpe", metrics=["exact_match"]).verification.verified[3]
+    assert verified.mean == pytest.approx({"eval_loss": 1.3})
+    assert format_value(0.5, "exact_match", verified) == "0.5"
