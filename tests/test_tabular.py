@@ -105,12 +105,12 @@ def test_committed_learning_curve_table_replays_with_early_stopping(sqlite_url):
     trials took the table's values at their rung, finished ones its final values."""
     spec = BENCHMARKS / "specs" / "tabular_smollm2_curves_cpu.yaml"
     assert main(["study", "create", "tabc", "--config", str(spec), "--storage", sqlite_url]) == 0
-    assert main(["worker", "tabc", "--storage", sqlite_url, "--n-trials", "20"]) == 0
+    assert main(["worker", "tabc", "--storage", sqlite_url, "--n-trials", "14"]) == 0
     table = load_table(str(BENCHMARKS / "results" / "tabular_smollm2_curves_cpu.json"))
     assert table.curve_steps == [3, 9, 27]
     trials = optuna.load_study(study_name="tabc", storage=sqlite_url).get_trials()
     ran = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
-    assert len(ran) == 20 and any(t.state.name == "PRUNED" for t in ran)
+    assert len(ran) == 14 and any(t.state.name == "PRUNED" for t in ran)
     for trial in ran:
         (row,) = table.rows[tuple(trial.user_attrs["grid_point"].values())]
         if trial.state.name == "COMPLETE":
