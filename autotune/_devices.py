@@ -115,8 +115,7 @@ def _claim(study: optuna.Study, lock: AskLock, device: str, number: int) -> bool
     first, so that their claims lapse."""
     from optuna.trial import TrialState
 
-    lock.acquire()
-    try:
+    with lock:
         stored = read_calibration(study)
         if stored is not None and device in stored.seconds:
             return False  # stored since the caller looked: it reads them next
@@ -129,8 +128,6 @@ def _claim(study: optuna.Study, lock: AskLock, device: str, number: int) -> bool
                 return False
         study.set_user_attr(UNDER_WAY_ATTR, claims | {device: number})
         return True
-    finally:
-        lock.release()
 
 
 def _calibrate(config: TrialConfig, hyperparameters: dict[str, Any], train: Callable[..., dict[str, Any]]) -> float:
@@ -152,8 +149,7 @@ def _store(
 ) -> DeviceCalibration | None:
     """The study's calibration with `device`'s seconds added, under the ask lock; None where
     the study calibrates with other hyperparameters than these."""
-    lock.acquire()
-    try:
+    with lock:
         stored = read_calibration(study)
         if stored is None:
             stored = DeviceCalibration(hyperparameters=hyperparameters, reference=device, seconds={})
@@ -162,8 +158,6 @@ def _store(
         calibration = stored.model_copy(update={"seconds": {**stored.seconds, device: seconds}})
         study.set_user_attr(CALIBRATION_ATTR, calibration.model_dump())
         return calibration
-    finally:
-        lock.release()
 
 
 def scaled(metrics: dict[str, float], factor: float) -> dict[str, float]:

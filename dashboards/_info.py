@@ -220,7 +220,7 @@ def verified_configs(
         names = [m for m in [*metric_names, *measured] if any(m in v for v in recorded_values)]
         values = np.array([[v.get(m, np.nan) for m in names] for v in recorded_values])
         # where the seeds all gave one value its spread is 0, not the rounding of the mean
-        with warnings.catch_warnings():  # a metric no re-run recorded: nan, and numpy says so
+        with warnings.catch_warnings():  # a metric that only some re-runs recorded: numpy warns of the nans
             warnings.simplefilter("ignore", RuntimeWarning)
             std = np.where(
                 np.nanmax(values, axis=0) > np.nanmin(values, axis=0), np.nanstd(values, axis=0, ddof=1), 0.0

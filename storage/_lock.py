@@ -100,6 +100,13 @@ class AskLock:
             finally:
                 connection.close()
 
+    def __enter__(self) -> AskLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
     def close(self) -> None:
         self._release_across_processes()
         if self._engine is not None:
