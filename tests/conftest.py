@@ -228,3 +228,9 @@ def open_in_chromium(page: Path, tmp_path: Path) -> Path:
     assert not console, console
     assert _png_is_not_blank(shot)
     return shot
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first: xdist hands tests out in collection order, and a slow test
+    drawn last keeps one worker busy while the other idles."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -80,6 +80,7 @@ def test_the_exported_adapter_gives_the_held_out_loss_the_trial_measured(kept, t
     assert abs(json.loads(loaded.stdout.strip().splitlines()[-1]) - trial.user_attrs["metrics"]["eval_loss"]) < 3e-4
 
 
+@pytest.mark.slow
 def test_keep_front_keeps_exactly_the_fronts_adapters(tmp_path, tiny_model, dataset_file, sqlite_url, capsys):
     """Two workers at once: at the end, the front's trials have their adapters in the store,
     the others none; study show says which and how much space."""

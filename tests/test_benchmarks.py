@@ -71,7 +71,8 @@ def test_efficiency_tiny(tmp_path):
     out = tmp_path / "eff.json"
     table = write_table(tmp_path / "table.json", seeds=3)  # eval_loss 0.01 apart per seed
     args = ["--out", str(out), "--table", str(table), "--seeds", "2", "--random-seeds", "5"]
-    done = _run(str(BENCHMARKS / "efficiency.py"), *args, "--methods", "random+es,random+hb")  # and tpe
+    methods = "random+es,random+hb,random+es(guarded)"  # and tpe
+    done = _run(str(BENCHMARKS / "efficiency.py"), *args, "--methods", methods)
     assert "| tpe+es" not in done.stdout and "| random+es |" in done.stdout and "| random+hb |" in done.stdout
     result = json.loads(out.read_text())
     measured = result["tables"]["table"]
@@ -85,12 +86,14 @@ def test_efficiency_tiny(tmp_path):
     assert difficulty["configs"] == 8 and difficulty["seeds_per_config"] == 3 and difficulty["failed_configs"] == 1
     assert difficulty["seed_sd_eval_loss"]["pooled"] == pytest.approx(0.01)
     assert set(difficulty["rung_spearman"]) == {"1"}
-    assert set(measured["methods"]) == {"random", "tpe", "random+es", "random+hb"}
+    assert set(measured["methods"]) == {"random", "tpe", "random+es", "random+hb", "random+es(guarded)"}
     for row in measured["methods"].values():
         assert set(row["hv_at_compute"]) == {"0.1", "0.25", "0.5", "1.0"}
         assert all(0 <= hv <= 1 + 1e-9 for hv in row["hv_at_compute"].values())
         assert set(row["compute_to_random_final"]) == {"steps", "seconds"}
     assert measured["methods"]["random+es"]["stopped"] > 0
+    # The guard lets a rung stop trials only once completed trials show it keeps their front.
+    assert measured["methods"]["random+es(guarded)"]["stopped"] < measured["methods"]["random+es"]["stopped"]
     missing = subprocess.run(
         [sys.executable, str(BENCHMARKS / "efficiency.py"), "--out", str(out), "--table", "no.json"],
         capture_output=True,
@@ -99,6 +102,7 @@ def test_efficiency_tiny(tmp_path):
     assert missing.returncode == 2 and "no table at 'no.json'" in missing.stderr
 
 
+@pytest.mark.slow
 def test_overhead_tiny(tmp_path, tiny_model):
     out = tmp_path / "oh.json"
     args = ["--out", str(out), "--sizes", "5", "--samples", "2", "--workers", "1,4", "--model", str(tiny_model)]

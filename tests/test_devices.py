@@ -65,6 +65,7 @@ def test_two_device_types_calibrate_once_and_times_are_scaled_to_the_first(tmp_p
     assert line in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_one_slot_per_device_type_calibrates_and_a_lapsed_claim_is_taken_over(tmp_path):
     """The first trial to claim a device type's calibration runs it; another trial's slot
     waits while that trial runs, and takes the claim over once it has failed."""

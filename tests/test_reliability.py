@@ -36,10 +36,12 @@ def _check(row: dict, n_trials: int) -> None:
 
 
 # 15 trials a worker and more, all asking through one lock (benchmarks/load.py runs 400).
+@pytest.mark.slow
 def test_8_workers_on_one_sqlite_study(tmp_path):
     _check(run_load(f"sqlite:///{tmp_path}/load.db", 8, 240), 240)
 
 
+@pytest.mark.slow
 def test_16_workers_on_one_postgresql_study(postgres_url):
     _check(run_load(postgres_url, 16, 240), 240)
 

@@ -34,6 +34,7 @@ def _measured(result: dict) -> tuple[float, float]:
     return result["metrics"]["eval_loss"], result["metrics"]["train_loss"]
 
 
+@pytest.mark.slow
 def test_warm_runner_gives_what_fresh_processes_give(tiny_model, dataset_file):
     """Each trial reseeds everything and trains a fresh adapter with a fresh optimizer on the
     same base, so a warm runner's results equal a fresh process's. CPU kernels are
@@ -52,6 +53,7 @@ def test_warm_runner_gives_what_fresh_processes_give(tiny_model, dataset_file):
     assert alone[0] != pytest.approx(alone[1], abs=1e-3), "the two configs must differ for this to test anything"
 
 
+@pytest.mark.slow
 def test_warm_runner_is_one_process_and_is_recycled(tiny_model, dataset_file):
     stop = threading.Event()
     runner = Runner(None, trials_per_runner=2)
@@ -145,6 +147,7 @@ def _gp_zdt1_study(tmp_path, url: str, delay_s: float, n_startup_trials: int, n_
     assert main(["study", "create", "z", "--config", str(write_spec(tmp_path / "z.yaml", spec)), "--storage", url]) == 0
 
 
+@pytest.mark.slow
 def test_four_worker_processes_never_run_one_config_twice(tmp_path, sqlite_url):
     """Asks are serialised through the storage: each sees the others' trials in flight."""
     _gp_zdt1_study(tmp_path, sqlite_url, delay_s=0.3, n_startup_trials=4, n_trials=16)

