@@ -47,8 +47,10 @@ def test_built_in_metrics_normalise_as_documented():
 
 def test_a_generation_metric_is_measured_with_the_trained_adapter(tmp_path, tiny_model):
     rows = [{"instruction": f"What is {i} plus {i}?", "input": "", "output": "yes"} for i in range(40)]
+    # 40 steps: 10 learnt it with one CPU's kernels and not another's (AVX2, AVX512-BF16);
+    # 40 learn it in float32 and bfloat16 on both.
     config = trial_config(
-        tiny_model, write_jsonl(tmp_path / "yes.jsonl", rows), {"max_steps": 10, "warmup_steps": 0}, learning_rate=1e-2
+        tiny_model, write_jsonl(tmp_path / "yes.jsonl", rows), {"max_steps": 40, "warmup_steps": 0}, learning_rate=1e-2
     ).model_copy(
         update={
             "metrics": [MetricSpec(name="exact_match")],
