@@ -12,7 +12,8 @@ exhaustive front of the means is the ceiling.
 Each process is a warm runner, as a worker's slot is: it loads the model and tokenizes the
 data once, then trains a fresh adapter per config (objectives' train_adapter). Rows are
 appended to OUT.partial.jsonl as they finish, so a stopped run resumes (with the same
-options). Build a table on a quiet machine: train_time_s measures whatever else runs. The
+options); seeds are added to a table the same way, its rows written to OUT.partial.jsonl and
+--seeds raised. Build a table on a quiet machine: train_time_s measures whatever else runs. The
 table replays as a study's trials with `trial: {kind: tabular, table: OUT}`."""
 
 from __future__ import annotations
