@@ -26,7 +26,8 @@ ties go to the larger worst-case hypervolume at 25% of random's compute. Only ta
 pass the difficulty check (random@10 at most 0.8 of the true front) decide (this gate was
 added after the first replay showed the small seeded tables failing the check; the others
 are reported, not counted). The guarded methods (GUARDED) joined the candidates before the
-committed table's seeds 43 and 44 were built; the hedged ones (HEDGED) are measured only.
+committed table's seeds 43 and 44 were built, the space-filling ones (SPACE_FILLING) before the
+chat-curves table was built; the hedged ones (HEDGED) are measured only.
 
 Difficulty, per table: random@10 (the hypervolume ratio after 10 random trials; a table where
 it is near 1 cannot tell methods apart), the seed sd of eval_loss against the spread of the
@@ -67,6 +68,7 @@ class Method:
     min_steps: float | None = None  # early stopping's first rung, a fraction of the steps; None: off
     reduction_factor: int = 3
     qmc_startup: bool = False  # the sampler's first 10 trials from scrambled Sobol, not at random
+    qmc_every: int = 0  # with qmc_startup, every qmc_every-th later trial from Sobol too (0: none)
     # Hyperband's hedge: trial n is in bracket n % (rungs + 1), which starts at rung n % (rungs + 1)
     # (the last bracket never stops), and ranks at a rung against its own bracket's trials only.
     brackets: bool = False
@@ -94,18 +96,27 @@ GUARDED = {  # added before the seeded committed table was replayed; chosen from
     "tpe+es(guarded)": Method("tpe", 1 / 9, guarded=True),
     "random+es(guarded)": Method("random", 1 / 9, guarded=True),
 }
+SPACE_FILLING = {  # added before the chat-curves table was built; chosen from with the candidates
+    "qmc+es": Method("qmc", 1 / 9),
+    "qmc+es(guarded)": Method("qmc", 1 / 9, guarded=True),
+    "tpe+qmc(half)+es": Method("tpe", 1 / 9, qmc_startup=True, qmc_every=2),
+}
+CHOSEN_FROM = CANDIDATES | GUARDED | SPACE_FILLING
 GUARD_EVIDENCE = 5  # the completed trials a rung's guard needs before it lets the rung stop any
 N_STARTUP = 10  # Optuna's default n_startup_trials for tpe and gp
 
 
 class _QMCStartup(optuna.samplers.BaseSampler):
-    """The first N_STARTUP trials from scrambled Sobol points (as Ax starts), then `inner`."""
+    """The first N_STARTUP trials from scrambled Sobol points (as Ax starts), then `inner`
+    (with `every`, every `every`-th later trial from Sobol too)."""
 
-    def __init__(self, inner: optuna.samplers.BaseSampler, seed: int) -> None:
+    def __init__(self, inner: optuna.samplers.BaseSampler, seed: int, every: int = 0) -> None:
         self.inner, self.qmc = inner, optuna.samplers.QMCSampler(seed=seed, scramble=True)
+        self.every = every
 
     def _for(self, trial: optuna.trial.FrozenTrial) -> optuna.samplers.BaseSampler:
-        return self.qmc if trial.number < N_STARTUP else self.inner
+        from_sobol = trial.number < N_STARTUP or (self.every and trial.number % self.every == 0)
+        return self.qmc if from_sobol else self.inner
 
     def infer_relative_search_space(self, study, trial):  # type: ignore[no-untyped-def]
         return self._for(trial).infer_relative_search_space(study, trial)
@@ -131,7 +142,7 @@ def default_method() -> str:
 def run_ours(method: Method, replay: Replay) -> None:
     sampler = build_sampler(SamplerSpec(name=method.sampler, seed=replay.seed), N_RANDOM_TRIALS, replay.seed)
     if method.qmc_startup:
-        sampler = _QMCStartup(sampler, replay.seed)
+        sampler = _QMCStartup(sampler, replay.seed, method.qmc_every)
     early = method.min_steps is not None
     study = optuna.create_study(directions=DIRECTIONS, sampler=sees_the_search(sampler) if early else sampler)
     space = replay.problem.search_space()
@@ -370,10 +381,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--random-seeds", type=int, default=100)
-    known = CANDIDATES | HEDGED | GUARDED
-    parser.add_argument(
-        "--methods", default=",".join(CANDIDATES | GUARDED), help="comma-separated, of: " + ", ".join(known)
-    )
+    known = CHOSEN_FROM | HEDGED
+    parser.add_argument("--methods", default=",".join(CHOSEN_FROM), help="comma-separated, of: " + ", ".join(known))
     parser.add_argument("--peers", default="", help="comma-separated, of benchmarks/peers.py's: moasha, syne-ehvi, ...")
     parser.add_argument("--peer-seeds", type=int, help="seeds for the peers (default: --seeds)")
     args = parser.parse_args()
@@ -416,7 +425,7 @@ def main() -> None:
     results["default"] = default_method()
     results["choice"] = {
         "rule": "smallest worst case over the tables of the seconds to reach random's target",
-        **choose_default(results["tables"], [n for n in names if n in CANDIDATES | GUARDED]),
+        **choose_default(results["tables"], [n for n in names if n in CHOSEN_FROM]),
     }
     args.out.write_text(json.dumps(results, indent=1))
     for name, table in results["tables"].items():

@@ -102,6 +102,21 @@ def test_efficiency_tiny(tmp_path):
     assert missing.returncode == 2 and "no table at 'no.json'" in missing.stderr
 
 
+def test_efficiency_mixes_sobol_proposals_among_the_samplers(monkeypatch):
+    """tpe+qmc(half)+es: the first 10 trials from Sobol, then every other one; the rest from
+    the sampler itself (here one that always proposes 0.5)."""
+    import optuna
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    efficiency = importlib.import_module("efficiency")
+    fixed = optuna.samplers.PartialFixedSampler({"x": 0.5}, optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(sampler=efficiency._QMCStartup(fixed, seed=0, every=2))
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=16)
+    proposed = [t.params["x"] for t in study.trials]
+    assert all(x != 0.5 for x in proposed[:10] + proposed[10::2])
+    assert proposed[11::2] == [0.5, 0.5, 0.5]
+
+
 @pytest.mark.slow
 def test_overhead_tiny(tmp_path, tiny_model):
     out = tmp_path / "oh.json"
