@@ -106,9 +106,9 @@ GUARD_EVIDENCE = 5  # the completed trials a rung's guard needs before it lets t
 N_STARTUP = 10  # Optuna's default n_startup_trials for tpe and gp
 
 
-class _QMCStartup(optuna.samplers.BaseSampler):
-    """The first N_STARTUP trials from scrambled Sobol points (as Ax starts), then `inner`
-    (with `every`, every `every`-th later trial from Sobol too)."""
+class _WithSobol(optuna.samplers.BaseSampler):
+    """`inner`, but the first N_STARTUP trials from scrambled Sobol points (as Ax starts), and
+    with `every`, every `every`-th later trial too."""
 
     def __init__(self, inner: optuna.samplers.BaseSampler, seed: int, every: int = 0) -> None:
         self.inner, self.qmc = inner, optuna.samplers.QMCSampler(seed=seed, scramble=True)
@@ -142,7 +142,7 @@ def default_method() -> str:
 def run_ours(method: Method, replay: Replay) -> None:
     sampler = build_sampler(SamplerSpec(name=method.sampler, seed=replay.seed), N_RANDOM_TRIALS, replay.seed)
     if method.qmc_startup:
-        sampler = _QMCStartup(sampler, replay.seed, method.qmc_every)
+        sampler = _WithSobol(sampler, replay.seed, method.qmc_every)
     early = method.min_steps is not None
     study = optuna.create_study(directions=DIRECTIONS, sampler=sees_the_search(sampler) if early else sampler)
     space = replay.problem.search_space()

@@ -110,7 +110,7 @@ def test_efficiency_mixes_sobol_proposals_among_the_samplers(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     efficiency = importlib.import_module("efficiency")
     fixed = optuna.samplers.PartialFixedSampler({"x": 0.5}, optuna.samplers.RandomSampler(seed=0))
-    study = optuna.create_study(sampler=efficiency._QMCStartup(fixed, seed=0, every=2))
+    study = optuna.create_study(sampler=efficiency._WithSobol(fixed, seed=0, every=2))
     study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=16)
     proposed = [t.params["x"] for t in study.trials]
     assert all(x != 0.5 for x in proposed[:10] + proposed[10::2])
