@@ -72,7 +72,7 @@ class Adapters:
         if self.artifacts.keep != "front":
             return
         spec, trials = self.spec, study.get_trials(deepcopy=False)
-        front = {p.number for p in collect(study, spec.metric_names, spec.directions, spec.sampler.name, trials).pareto}
+        front = {p.number for p in collect(study, spec.metric_names, spec.directions, spec.method, trials).pareto}
         kept = kept_adapters(trials, front, self.artifacts.keep)
         for trial in trials:
             artifact = recorded(trial, "adapter_artifact")

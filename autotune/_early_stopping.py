@@ -5,10 +5,11 @@ trials at a rung by non-dominated sorting, crowding distance breaking ties withi
 A trial measures its objectives at rungs (min_steps x reduction_factor^k steps, below the
 step budget) and records them in the study's storage (user attr `rungs`), so that workers on
 any machine rank against the same records. At each rung it goes on if it is among the best
-1/reduction_factor of the trials that reached that rung so far, itself included; otherwise
-it stops, and is told PRUNED with its last rung's values (`stopped_values`), which the
-sampler sees as a COMPLETE trial's (autotune._samplers.sees_the_search). The worker and the
-early-stopping benchmarks take a trial through its rungs with `reach_rung`."""
+1/reduction_factor of the trials that reached that rung so far, itself included, or while the
+rung has not shown that it keeps the front (`rung_keeps_front`); otherwise it stops, and is
+told PRUNED with its last rung's values (`stopped_values`), which the sampler sees as a
+COMPLETE trial's (autotune._samplers.sees_the_search). The worker and the early-stopping
+benchmarks take a trial through its rungs with `reach_rung`."""
 
 from __future__ import annotations
 
@@ -19,10 +20,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ._spec import EarlyStopping
-from .storage import Rung, non_domination_rank, read_record, recorded, to_loss, write_record
+from .storage import Rung, is_feasible, non_domination_rank, read_record, recorded, to_loss, write_record
 
 if TYPE_CHECKING:
     import optuna
+
+# The completed trials a rung needs before it may stop any: on tables where an early rung
+# ranks the final front poorly, stopping from the first trials on capped the front
+# (README, Efficiency across landscapes).
+GUARD_EVIDENCE = 5
 
 
 def rung_steps(early_stopping: EarlyStopping, max_steps: int) -> list[int]:
@@ -90,6 +96,29 @@ def values_at(trials: Sequence[optuna.trial.FrozenTrial], step: int, but: int) -
     return [rung["values"] for rung in rungs if rung["step"] == step]
 
 
+def rung_keeps_front(
+    trials: Sequence[optuna.trial.FrozenTrial], step: int, directions: Sequence[str], reduction_factor: int
+) -> bool:
+    """Whether rung `step` would have let the Pareto front of the feasible completed trials
+    that reached it go on: at least GUARD_EVIDENCE of them, and each on their front among the
+    best there, ranked against the values every trial recorded at the rung."""
+    completed = [
+        (t, rung["values"])
+        for t in trials
+        if is_feasible(t)
+        for rung in recorded(t, "rungs") or ()
+        if rung["step"] == step
+    ]
+    if len(completed) < GUARD_EVIDENCE:
+        return False
+    front = non_domination_rank(np.array([to_loss(t.values, directions) for t, _ in completed])) == 0
+    return all(
+        goes_on(at, values_at(trials, step, but=t.number), directions, reduction_factor)
+        for (t, at), on_front in zip(completed, front, strict=True)
+        if on_front
+    )
+
+
 def reach_rung(
     study: optuna.Study,
     trial: optuna.Trial,
@@ -98,11 +127,14 @@ def reach_rung(
     directions: Sequence[str],
     reduction_factor: int,
 ) -> bool:
-    """Record the trial's `values` at rung `step` in the study, and say whether it goes on
-    against the values the other trials recorded there."""
+    """Record the trial's `values` at rung `step` in the study, and say whether it goes on:
+    among the best against the values the other trials recorded there, or at a rung that has
+    not shown it keeps the completed trials' front."""
     # Earlier rungs only: a re-queued trial carries its lost run's rungs, a retry this one.
     earlier = [r for r in read_record(trial).rungs or () if r.step < step]
     reached = [*earlier, Rung(step=step, values=values)]
     write_record(trial, rungs=reached)
-    others = values_at(study.get_trials(deepcopy=False), step, but=trial.number)
-    return goes_on(values, others, directions, reduction_factor)
+    trials = study.get_trials(deepcopy=False)
+    if goes_on(values, values_at(trials, step, but=trial.number), directions, reduction_factor):
+        return True
+    return not rung_keeps_front(trials, step, directions, reduction_factor)

@@ -136,7 +136,7 @@ def export(
         >>> autotune.export("lora-sweep", pick="knee", out="best.yaml")  # doctest: +SKIP
     """
     study, spec = load_study(name, storage)
-    points = collect(study, spec.metric_names, spec.directions, spec.sampler.name, metrics=spec.own_metric_names)
+    points = collect(study, spec.metric_names, spec.directions, spec.method, metrics=spec.own_metric_names)
     chosen = pick_trials(study, spec, pick, points)
     if verified:
         chosen = [t for t in chosen if t.number in points.verification.verified]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from ._baseline import LIKE_ATTR, require_comparable
 from ._errors import AutotuneError
-from ._spec import parse_spec
+from ._spec import parse_stored_spec
 from ._study import SPEC_ATTR, _storage, load_study
 from .dashboards import ReportInfo, build_report_info, push_figures, serve, succeeded_study, write_report
 from .storage import mask_url, open_artifact_store
@@ -34,13 +34,13 @@ def build_report(
     if baseline is not None:
         base_study, base_spec = load_study(baseline, storage)
         require_comparable(spec, base_spec, f"{baseline!r} is not a baseline of {name!r}")
-        other = (base_study, base_spec.sampler.name)
+        other = (base_study, base_spec.method)
     if reference_point <= 1.0:
         raise AutotuneError(
             f"--reference-point must be above 1 (objectives are normalised to [0, 1]), got {reference_point}"
         )
     info = build_report_info(
-        study, spec.sampler.name, spec.metric_names, spec.directions, other, reference_point, spec.own_metric_names
+        study, spec.method, spec.metric_names, spec.directions, other, reference_point, spec.own_metric_names
     )
     return info, study
 
@@ -77,7 +77,7 @@ def run_dashboard(storage: str | None = None, *, host: str = "127.0.0.1", port: 
 
     url, rdb = _storage(storage)
     studies = [s for s in rdb.get_all_studies() if SPEC_ATTR in s.user_attrs]
-    specs = [parse_spec(s.user_attrs[SPEC_ATTR], f"spec stored with study {s.study_name!r}") for s in studies]
+    specs = [parse_stored_spec(s.user_attrs[SPEC_ATTR], f"spec stored with study {s.study_name!r}") for s in studies]
     baseline_of = {s.user_attrs[LIKE_ATTR]: s.study_name for s in studies if LIKE_ATTR in s.user_attrs}
     for frozen in studies:
         name = frozen.study_name

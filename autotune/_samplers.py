@@ -25,6 +25,7 @@ def build_sampler(spec: SamplerSpec, n_trials: int | None, seed: int | None) -> 
     so that parallel workers do not propose the same points."""
     import optuna
 
+    assert spec.name is not None, "a StudySpec names its sampler (StudySpec._resolve_defaults)"
     startup = {} if spec.n_startup_trials is None else {"n_startup_trials": spec.n_startup_trials}
     if spec.name == "gp":
         return optuna.samplers.GPSampler(seed=seed, **startup)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -65,10 +66,9 @@ class Constraint(_Strict):
 
 
 class SamplerSpec(_Strict):
-    # tpe (multivariate, constant_liar): on the table of real QLoRA runs it reaches random
-    # search's 50-trial front in 25 trials where gp needs 30, and with early stopping in 21%
-    # of random's training compute (README, Benchmarks). gp is better on smooth test functions.
-    name: SamplerName = "tpe"
+    # None: random where early stopping is on, else qmc (scrambled Sobol): the methods chosen
+    # over the benchmark tables (README, Efficiency across landscapes).
+    name: SamplerName | None = None
     seed: int | None = 0
     # NSGA-II only. None: a fifth of the budget, between 4 and 50, so that a small budget
     # still sees several generations (Optuna's default of 50 is random search at 50 trials).
@@ -188,6 +188,14 @@ class EarlyStopping(_Strict):
     min_steps: int = Field(ge=1)  # the first rung
     reduction_factor: int = Field(3, ge=2)  # at each rung, keep the best 1/reduction_factor
 
+    @classmethod
+    def default_for(cls, max_steps: int) -> EarlyStopping | None:
+        """What a spec with `training.max_steps` and no `early_stopping` key gets: rungs at a
+        ninth and a third of the steps, rounded up (None where there is no step below the
+        budget)."""
+        min_steps = math.ceil(max_steps / 9)
+        return cls(min_steps=min_steps, reduction_factor=3) if min_steps < max_steps else None
+
 
 class StudySpec(_Strict):
     model: ModelSpec | None = None  # required by trial kind qlora
@@ -200,6 +208,8 @@ class StudySpec(_Strict):
     training: TrainingSpec = TrainingSpec()
     trial: TrialSpec = QLoRATrial()
     worker: WorkerSpec = WorkerSpec()
+    # Unset: on for kind qlora where training.max_steps is set (EarlyStopping.default_for);
+    # null: off.
     early_stopping: EarlyStopping | None = None
     # Metrics of completions generated for held-out prompts, measured at every evaluation.
     metrics: list[MetricSpec] = []
@@ -210,6 +220,7 @@ class StudySpec(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> StudySpec:
+        self._resolve_defaults()
         if isinstance(self.trial, QLoRATrial) and (self.model is None or self.dataset is None):
             raise ValueError("missing required key 'model' or 'dataset' (trial kind qlora trains a model on data)")
         if self.artifacts is not None and not isinstance(self.trial, QLoRATrial):
@@ -241,6 +252,27 @@ class StudySpec(_Strict):
                 f"sampler.n_pilot_trials ({self.sampler.n_pilot_trials}) exceeds budget.n_trials ({self.budget.n_trials})"
             )
         return self
+
+    def _resolve_defaults(self) -> None:
+        """Early stopping and the sampler where the spec leaves them out: the method the
+        benchmarks chose, random search with early stopping where a QLoRA trial has a step
+        budget. The simulated kinds (test functions, a table's replay, for load tests and
+        benchmarks) stop early only where asked."""
+        max_steps = self.training.max_steps
+        unset = "early_stopping" not in self.model_fields_set
+        if unset and max_steps is not None and isinstance(self.trial, QLoRATrial):
+            object.__setattr__(self, "early_stopping", EarlyStopping.default_for(max_steps))
+        if self.sampler.name is None:
+            for option, samplers in (("n_startup_trials", "tpe or gp"), ("population_size", "nsga2")):
+                if getattr(self.sampler, option) is not None:
+                    raise ValueError(f"sampler.{option} is an option of {samplers}: name the sampler (sampler.name)")
+            name = "random" if self.early_stopping is not None else "qmc"
+            object.__setattr__(self, "sampler", self.sampler.model_copy(update={"name": name}))
+
+    @property
+    def method(self) -> str:
+        """How the study searches, as the benchmarks name it: the sampler, +es with early stopping."""
+        return f"{self.sampler.name}+es" if self.early_stopping is not None else str(self.sampler.name)
 
     def _check_metrics(self) -> None:
         """The spec's own metrics, and the objectives and constraints that name a metric, with
@@ -342,6 +374,12 @@ def _with_paths_from(spec: StudySpec, base: Path) -> StudySpec:
         folder = str((base / Path(spec.artifacts.store).expanduser()).resolve())
         update["artifacts"] = spec.artifacts.model_copy(update={"store": folder})
     return spec.model_copy(update=update)
+
+
+def parse_stored_spec(data: dict[str, Any], source: str) -> StudySpec:
+    """The spec a study was created with. A key missing there (stored by an autotune that had
+    no such key) keeps the meaning it had then: early stopping off."""
+    return parse_spec({"early_stopping": None, **data}, source)
 
 
 def parse_spec(data: Any, source: str = "spec", base: Path | None = None) -> StudySpec:

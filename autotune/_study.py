@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ._baseline import LIKE_ATTR, copy_pilot_trials, pilot_points, require_comparable
 from ._early_stopping import rung_steps
 from ._errors import AutotuneError
-from ._spec import Budget, QLoRATrial, StudySpec, TabularTrial, parse_spec
+from ._spec import Budget, QLoRATrial, StudySpec, TabularTrial, parse_stored_spec
 from .dashboards import StudyPoints, Verification, collect
 from .objectives import (
     TrialInputError,
@@ -64,7 +64,7 @@ def check_inputs(spec: StudySpec) -> None:
                 have = ", ".join(map(str, table.curve_steps)) or "none"
                 raise TrialInputError(
                     f"early stopping at steps {', '.join(map(str, steps))} needs the table's learning curves there "
-                    f"(it has them at steps {have}); set training.max_steps and early_stopping to match"
+                    f"(it has them at steps {have}); set training.max_steps and early_stopping to match, or early_stopping: null"
                 )
 
 
@@ -153,7 +153,7 @@ def load_study(
         raise AutotuneError(
             f"study {name!r} was not made by autotune (it has no spec); create one with autotune study create"
         )
-    return study, parse_spec(study.user_attrs[SPEC_ATTR], f"spec stored with study {name!r}")
+    return study, parse_stored_spec(study.user_attrs[SPEC_ATTR], f"spec stored with study {name!r}")
 
 
 @dataclass
@@ -169,7 +169,7 @@ class TrialRow:
 @dataclass
 class StudySummary:
     name: str
-    sampler: str
+    sampler: str  # StudySpec.method: the sampler, +es with early stopping
     budget: Budget
     objectives: list[str]
     directions: list[str]
@@ -210,10 +210,10 @@ def on_front(trials: list[optuna.trial.FrozenTrial], points: StudyPoints) -> lis
 
 def summarize(study: optuna.Study, spec: StudySpec) -> StudySummary:
     trials = study.get_trials(deepcopy=False)
-    points = collect(study, spec.metric_names, spec.directions, spec.sampler.name, metrics=spec.own_metric_names)
+    points = collect(study, spec.metric_names, spec.directions, spec.method, metrics=spec.own_metric_names)
     return StudySummary(
         name=study.study_name,
-        sampler=spec.sampler.name,
+        sampler=spec.method,
         budget=spec.budget,
         objectives=spec.metric_names,
         directions=spec.directions,
@@ -248,13 +248,13 @@ def list_studies(storage: str | None = None) -> list[StudySummary]:
     for frozen in rdb.get_all_studies():
         if SPEC_ATTR not in frozen.user_attrs:
             continue
-        spec = parse_spec(frozen.user_attrs[SPEC_ATTR])
+        spec = parse_stored_spec(frozen.user_attrs[SPEC_ATTR], f"spec stored with study {frozen.study_name!r}")
         study = optuna.load_study(study_name=frozen.study_name, storage=rdb)
         states = Counter(t.state.name for t in study.get_trials(deepcopy=False))
         summaries.append(
             StudySummary(
                 frozen.study_name,
-                spec.sampler.name,
+                spec.method,
                 spec.budget,
                 spec.metric_names,
                 spec.directions,

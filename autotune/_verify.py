@@ -41,7 +41,7 @@ def verify(name: str, storage: str | None = None, *, pick: str = "pareto", seeds
             f"study {name!r} replays a table of runs, one seed per config: there is nothing to train again; "
             "verify a study whose trials train (trial kind qlora)"
         )
-    chosen = pick_trials(study, spec, pick, collect(study, spec.metric_names, spec.directions, spec.sampler.name))
+    chosen = pick_trials(study, spec, pick, collect(study, spec.metric_names, spec.directions, spec.method))
     new_seeds = [spec.training.seed + i for i in range(1, seeds + 1)]
     taken = {
         (recorded(t, "verifies"), recorded(t, "seed"))

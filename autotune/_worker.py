@@ -32,6 +32,7 @@ from .storage import (
     is_transient,
     never_ran,
     resolve_storage_url,
+    stopped,
     storage_error,
     succeeded,
 )
@@ -40,6 +41,7 @@ from .storage import (
 @dataclass
 class WorkerResult:
     completed: int
+    stopped: int  # by early stopping
     failed: int
     interrupted: bool
     budget_reached: bool
@@ -112,11 +114,11 @@ def _run_worker(
     check_inputs(spec)  # before any trial: this machine has what the trials read
     study, _ = load_study(name, url, heartbeat=(spec.worker.heartbeat_interval_s, spec.worker.grace_period_s))
     if stop.is_set():
-        return WorkerResult(0, 0, True, False)
+        return WorkerResult(0, 0, 0, True, False)
     budget = spec.budget
     if not work_left(study.get_trials(deepcopy=False), budget):
         console.print(f"study {name!r} has used its budget of {budget}; nothing to do")
-        return WorkerResult(0, 0, False, True)
+        return WorkerResult(0, 0, 0, False, True)
     seed = _worker_seed(spec.sampler.seed)
     study.sampler = sees_the_search(build_sampler(spec.sampler, budget.n_trials, seed))
     progress = WorkerProgress(console, spec.metric_names)
@@ -142,10 +144,12 @@ def _run_worker(
         raise error
     mine = [t for t in teller.finished if not never_ran(t)]
     completed = sum(1 for t in mine if succeeded(t))
+    stopped_early = sum(1 for t in mine if stopped(t))
     try:
         budget_reached = not work_left(study.get_trials(deepcopy=False), budget)
     except Exception as exc:  # only for the summary line: the trials are recorded
         if not is_transient(exc):
             raise storage_error(url, exc) from exc
         budget_reached = False
-    return WorkerResult(completed, len(mine) - completed, stop.is_set(), budget_reached)
+    failed = len(mine) - completed - stopped_early
+    return WorkerResult(completed, stopped_early, failed, stop.is_set(), budget_reached)

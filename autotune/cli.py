@@ -15,11 +15,12 @@ from rich.console import Console
 from rich.table import Table
 
 from ._demo import run_demo
+from ._early_stopping import rung_steps
 from ._errors import AutotuneError, Stopped
 from ._export import PICK_HELP, export, format_entries
 from ._progress import format_params
 from ._report import report, run_dashboard
-from ._spec import QLoRATrial, SamplerName, load_spec
+from ._spec import QLoRATrial, SamplerName, StudySpec, load_spec
 from ._study import StudySummary, create_study, list_studies, load_study, show_study
 from ._verify import verify
 from ._worker import run_worker
@@ -44,9 +45,19 @@ def cmd_study_create(args: argparse.Namespace) -> None:
     spec = load_spec(args.config) if args.config else load_study(args.like, args.storage)[1]
     if args.sampler:
         spec = spec.model_copy(update={"sampler": spec.sampler.model_copy(update={"name": args.sampler})})
+    if args.no_early_stopping:
+        spec = spec.model_copy(update={"early_stopping": None})
     study = create_study(args.name, spec, args.storage, skip_if_exists=args.skip_if_exists, like=args.like)
     objectives = ", ".join(f"{m} ({d})" for m, d in zip(spec.metric_names, spec.directions, strict=True))
-    print(f"study {study.study_name!r}: {spec.sampler.name} sampler, budget {spec.budget}, objectives {objectives}")
+    print(f"study {study.study_name!r}: {_searches(spec)}, budget {spec.budget}, objectives {objectives}")
+
+
+def _searches(spec: StudySpec) -> str:
+    if spec.early_stopping is None:
+        return f"{spec.sampler.name} sampler"
+    assert spec.training.max_steps is not None  # early stopping needs it
+    rungs = ", ".join(map(str, rung_steps(spec.early_stopping, spec.training.max_steps)))
+    return f"{spec.sampler.name} sampler with early stopping at steps {rungs} of {spec.training.max_steps}"
 
 
 def cmd_study_list(args: argparse.Namespace) -> None:
@@ -54,7 +65,7 @@ def cmd_study_list(args: argparse.Namespace) -> None:
     if args.json:
         _print_json([s.to_dict() for s in summaries])
         return
-    table = Table("study", "sampler", "budget", "objectives", "trials")
+    table = Table("study", "method", "budget", "objectives", "trials")
     for s in summaries:
         table.add_row(s.name, s.sampler, str(s.budget), ", ".join(s.objectives), _states(s))
     Console().print(table)
@@ -195,7 +206,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
     gpus = resolve_gpus(args.gpus, check=check)
     result = run_worker(args.name, args.storage, n_trials=args.n_trials, timeout=args.timeout, gpus=gpus)
     why = "interrupted" if result.interrupted else "budget reached" if result.budget_reached else "worker limit reached"
-    print(f"worker done ({why}): {result.completed} complete, {result.failed} failed")
+    print(f"worker done ({why}): {result.completed} complete, {result.stopped} stopped early, {result.failed} failed")
 
 
 def _positive_int(text: str) -> int:
@@ -220,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--like", metavar="STUDY", help="a baseline of STUDY: its spec and its pilot trials")
     create.add_argument("--storage", help=storage_help)
     create.add_argument("--sampler", choices=SamplerName.__args__, help="override the spec's sampler")
+    create.add_argument(
+        "--no-early-stopping",
+        action="store_true",
+        help="train every trial to the end (with --sampler random: a random-search baseline)",
+    )
     create.add_argument("--skip-if-exists", action="store_true", help="keep an existing study with the same spec")
     create.set_defaults(func=cmd_study_create)
     listing = study.add_parser("list", help="studies in the storage")
@@ -244,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = commands.add_parser("report", help="HTML report: Pareto fronts against a baseline, hypervolume, importances")
     rep.add_argument("name")
-    rep.add_argument("--baseline", metavar="STUDY", help="a study with the same spec and another sampler")
+    rep.add_argument(
+        "--baseline", metavar="STUDY", help="a study with the same spec but another sampler or no early stopping"
+    )
     rep.add_argument("--out", help="output folder (default: autotune-report/NAME)")
     rep.add_argument(
         "--reference-point",

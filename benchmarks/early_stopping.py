@@ -33,11 +33,11 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-from replay import table_scale
+from replay import default_spec, table_scale
 from sample_efficiency import SPACE, _synthetic, _tabular, make_sampler, over_seeds
 from scipy.stats import spearmanr
 
-from autotune import EarlyStopping, SamplerSpec, SearchSpace
+from autotune import EarlyStopping, SearchSpace
 from autotune._early_stopping import at_rung, reach_rung, rung_steps
 from autotune._samplers import sees_the_search
 from autotune.dashboards import hypervolume
@@ -243,7 +243,7 @@ def main() -> None:
         results.append(
             {
                 "problem": name,
-                "default": SamplerSpec().name,  # the spec's default sampler; early stopping is opt-in
+                "default": default_spec(problem.max_steps).method,  # as METHODS names it
                 "early_stopping": early_stopping.model_dump(),
                 "max_steps": problem.max_steps,
                 "seeds": args.seeds,

@@ -13,11 +13,15 @@ moves with fewer); its median training seconds are the unit of compute. Every ot
 runs until it has spent that compute, on --seeds seeds. Reported per method, medians over
 seeds with IQRs beside: the hypervolume ratio held at 10%, 25%, 50% and 100% of random's
 seconds, and the steps and seconds (fractions of random's) spent when the run first held
-random's target (null where the median run never did within random's compute).
+random's target (null where the median run never did within random's compute). Compute is
+training seconds; with --charge-evaluation a trial also pays for each held-out evaluation it
+runs (replay.ScoredTable), as a user does.
 
 Our methods are an Optuna sampler as workers build it (autotune's build_sampler), with or
-without autotune's multi-objective early stopping (its rungs at min_steps x reduction_factor^k,
-min_steps a fraction of the steps; stopped trials shown to the sampler). With --peers, the
+without multi-objective early stopping (rungs at min_steps x reduction_factor^k, min_steps a
+fraction of the steps; stopped trials shown to the sampler): `(guarded)` is autotune's as
+shipped (reach_rung), plain `+es` its promotion rule alone (goes_on), as it was before the
+guard moved into the product. With --peers, the
 peers of benchmarks/peers.py run too (pip install -e '.[peers]').
 
 The rule (written before any table was replayed): the default is the candidate with the
@@ -47,14 +51,14 @@ from pathlib import Path
 import numpy as np
 import optuna
 from machine import describe
-from replay import REFERENCE, Replay, ScoredTable
+from replay import REFERENCE, Replay, ScoredTable, default_spec
 from scipy.stats import spearmanr
 
 from autotune import EarlyStopping, SamplerSpec
 from autotune._early_stopping import goes_on, reach_rung, rung_steps, values_at
 from autotune._samplers import build_sampler, sees_the_search
 from autotune.objectives import TrialInputError, load_table
-from autotune.storage import Rung, non_domination_rank, read_record, recorded, write_record
+from autotune.storage import Rung, read_record, write_record
 
 N_RANDOM_TRIALS = 50
 FRACTIONS = [0.1, 0.25, 0.5, 1.0]
@@ -72,8 +76,8 @@ class Method:
     # Hyperband's hedge: trial n is in bracket n % (rungs + 1), which starts at rung n % (rungs + 1)
     # (the last bracket never stops), and ranks at a rung against its own bracket's trials only.
     brackets: bool = False
-    # A rung stops trials only once the study's own completed trials show it would have kept
-    # their Pareto front (each front trial among the best 1/reduction_factor there).
+    # autotune's early stopping as shipped: a rung stops trials only once the study's own
+    # completed trials show it would have kept their Pareto front (rung_keeps_front).
     guarded: bool = False
 
 
@@ -102,7 +106,6 @@ SPACE_FILLING = {  # added before the chat-curves table was built; chosen from w
     "tpe+qmc(half)+es": Method("tpe", 1 / 9, qmc_startup=True, qmc_every=2),
 }
 CHOSEN_FROM = CANDIDATES | GUARDED | SPACE_FILLING
-GUARD_EVIDENCE = 5  # the completed trials a rung's guard needs before it lets the rung stop any
 N_STARTUP = 10  # Optuna's default n_startup_trials for tpe and gp
 
 
@@ -135,8 +138,17 @@ class _WithSobol(optuna.samplers.BaseSampler):
 
 
 def default_method() -> str:
-    """The name of the method a spec gets by default."""
-    return SamplerSpec().name
+    """The method a spec with a step budget gets by default, named as CHOSEN_FROM names it
+    (autotune's early stopping is the guarded one)."""
+    max_steps = 27
+    spec = default_spec(max_steps)
+    if spec.early_stopping is None:
+        return str(spec.sampler.name)
+    name = f"{spec.sampler.name}+es(guarded)"
+    method = CHOSEN_FROM[name]
+    assert method.min_steps is not None and round(method.min_steps * max_steps) == spec.early_stopping.min_steps
+    assert method.reduction_factor == spec.early_stopping.reduction_factor
+    return name
 
 
 def run_ours(method: Method, replay: Replay) -> None:
@@ -172,36 +184,15 @@ def run_ours(method: Method, replay: Replay) -> None:
 
 
 def _goes_on(study: optuna.Study, trial: optuna.Trial, step: int, values: list[float], method: Method, n: int) -> bool:
-    """Early stopping's decision at a rung; with brackets, against the trial's own bracket;
-    guarded, only where the rung would have kept the completed trials' front."""
-    if not method.brackets:
-        going_on = reach_rung(study, trial, step, values, DIRECTIONS, method.reduction_factor)
-        return going_on or (method.guarded and not _rung_keeps_front(study, step, method.reduction_factor))
+    """Early stopping's decision at a rung: guarded, the product's (reach_rung); otherwise
+    against the values at the rung alone, with brackets against the trial's own bracket."""
+    if method.guarded:
+        return reach_rung(study, trial, step, values, DIRECTIONS, method.reduction_factor)
     write_record(trial, rungs=[*(read_record(trial).rungs or ()), Rung(step=step, values=values)])
-    same = [t for t in study.get_trials(deepcopy=False) if t.number % n == trial.number % n]
-    return goes_on(values, values_at(same, step, but=trial.number), DIRECTIONS, method.reduction_factor)
-
-
-def _rung_keeps_front(study: optuna.Study, step: int, reduction_factor: int) -> bool:
-    """Whether every trial on the front of the completed trials that reached rung `step` goes
-    on there, ranked against the values every trial recorded at the rung (at least
-    GUARD_EVIDENCE such completed trials)."""
     trials = study.get_trials(deepcopy=False)
-    completed = [
-        (t, rung["values"])
-        for t in trials
-        if t.state == optuna.trial.TrialState.COMPLETE
-        for rung in recorded(t, "rungs") or ()
-        if rung["step"] == step
-    ]
-    if len(completed) < GUARD_EVIDENCE:
-        return False
-    front = non_domination_rank(np.array([t.values for t, _ in completed])) == 0
-    return all(
-        goes_on(at, values_at(trials, step, but=t.number), DIRECTIONS, reduction_factor)
-        for (t, at), on_front in zip(completed, front, strict=True)
-        if on_front
-    )
+    if method.brackets:
+        trials = [t for t in trials if t.number % n == trial.number % n]
+    return goes_on(values, values_at(trials, step, but=trial.number), DIRECTIONS, method.reduction_factor)
 
 
 def _quartiles(values: list[float]) -> list[float | None]:
@@ -385,6 +376,11 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(CHOSEN_FROM), help="comma-separated, of: " + ", ".join(known))
     parser.add_argument("--peers", default="", help="comma-separated, of benchmarks/peers.py's: moasha, syne-ehvi, ...")
     parser.add_argument("--peer-seeds", type=int, help="seeds for the peers (default: --seeds)")
+    parser.add_argument(
+        "--charge-evaluation",
+        action="store_true",
+        help="charge each held-out evaluation (every rung and the end) beside the training seconds",
+    )
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -408,13 +404,14 @@ def main() -> None:
     problems = {}
     for path in args.table:
         try:
-            problems[path.stem] = ScoredTable(load_table(str(path)))
+            problems[path.stem] = ScoredTable(load_table(str(path)), evaluation=args.charge_evaluation)
         except TrialInputError as exc:
             parser.error(str(exc))
     results: dict = {
         "machine": describe(),
         "seeds": args.seeds,
         "peer_seeds": args.peer_seeds or args.seeds if peers else None,
+        "charged": "training and evaluation seconds" if args.charge_evaluation else "training seconds",
         "tables": {},
     }
     for name, problem in problems.items():

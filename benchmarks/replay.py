@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from autotune import Range, SearchSpace
+from autotune import Range, SearchSpace, StudySpec
 from autotune.dashboards import hypervolume
 from autotune.objectives import Table
 
@@ -36,6 +36,18 @@ class Axis:
     integer: bool
 
 
+def default_spec(max_steps: int) -> StudySpec:
+    """What a QLoRA spec with this step budget and no sampler or early_stopping key gets."""
+    return StudySpec.model_validate(
+        {
+            "model": "any",
+            "dataset": {"path": "any.jsonl"},
+            "budget": {"n_trials": 50},
+            "training": {"max_steps": max_steps},
+        }
+    )
+
+
 def table_scale(table: Table) -> Any:
     """(eval_loss, train_time_s) -> the scaled objectives, from the seed means."""
     measured = [row for row in table.means.values() if "error" not in row]
@@ -46,10 +58,13 @@ def table_scale(table: Table) -> Any:
 
 class ScoredTable:
     """A table, scored: each config's scaled seed mean (a failed config at the reference
-    point), the true front's hypervolume, and the search space's axes."""
+    point), the true front's hypervolume, and the search space's axes. With `evaluation`, a
+    trial also pays for each held-out evaluation it runs (at every curve point it reaches):
+    the row's seconds outside training (`wall_s` less `train_time_s`, the curve points'
+    evaluations with the run's setup) shared over its curve points."""
 
-    def __init__(self, table: Table) -> None:
-        self.table = table
+    def __init__(self, table: Table, evaluation: bool = False) -> None:
+        self.table, self.evaluation = table, evaluation
         self.scale = table_scale(table)
         self.mean_points = {
             point: np.array([REFERENCE, REFERENCE])
@@ -67,6 +82,10 @@ class ScoredTable:
         self.fixed = {name: values[0] for name, values in table.grid.items() if len(values) == 1}
         self.max_steps = table.curve_steps[-1]
         self.curve_steps = table.curve_steps  # where a trial can report; the last: the whole run
+
+    def evaluation_s(self, row: dict[str, Any]) -> float:
+        """What one held-out evaluation of `row`'s run is charged."""
+        return (row["wall_s"] - row["train_time_s"]) / len(self.curve_steps) if self.evaluation else 0.0
 
     def search_space(self) -> SearchSpace:
         """autotune's search space spanning the searched axes (log ranges where log-spaced)."""
@@ -150,7 +169,8 @@ class ReplayTrial:
             return None
         point = next(p for p in self.row["learning_curve"] if p["step"] == step)
         finished = self.point if step == self.replay.max_steps else None
-        self.replay._charge(step - self.step, point["train_time_s"] - self._seconds, finished)
+        evaluation_s = self.replay.problem.evaluation_s(self.row)
+        self.replay._charge(step - self.step, point["train_time_s"] - self._seconds + evaluation_s, finished)
         self.step, self._seconds = step, point["train_time_s"]
         return point["eval_loss"], point["train_time_s"]
 

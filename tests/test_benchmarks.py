@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -58,10 +59,12 @@ def test_early_stopping_tiny(tmp_path):
     done = _run(str(BENCHMARKS / "early_stopping.py"), *args, "--methods", "random,tpe,random+es,tpe+es")
     assert "| tpe+es |" in done.stdout
     result = json.loads(out.read_text())
-    assert result["problem"] == "tabular:table.json" and result["default"] == "tpe"
+    assert result["problem"] == "tabular:table.json" and result["default"] == "random+es"
     assert set(result["compute_to_reach_random_final"]) == {"random", "tpe", "random+es", "tpe+es"}
-    assert result["methods"]["random+es"]["stopped"] > 0
-    assert [p["problem"] for p in result["other_problems"]] == ["zdt1 (multi-fidelity)"]
+    (zdt1,) = result["other_problems"]
+    assert zdt1["problem"] == "zdt1 (multi-fidelity)"
+    # The guard: on ZDT1 the first rung keeps the completed trials' front, so it stops trials.
+    assert zdt1["methods"]["random+es"]["stopped"] > 0
 
 
 def test_efficiency_tiny(tmp_path):
@@ -71,7 +74,7 @@ def test_efficiency_tiny(tmp_path):
     out = tmp_path / "eff.json"
     table = write_table(tmp_path / "table.json", seeds=3)  # eval_loss 0.01 apart per seed
     args = ["--out", str(out), "--table", str(table), "--seeds", "2", "--random-seeds", "5"]
-    methods = "random+es,random+hb,random+es(guarded)"  # and tpe
+    methods = "tpe,random+es,random+hb"  # and the default, random+es(guarded)
     done = _run(str(BENCHMARKS / "efficiency.py"), *args, "--methods", methods)
     assert "| tpe+es" not in done.stdout and "| random+es |" in done.stdout and "| random+hb |" in done.stdout
     result = json.loads(out.read_text())
@@ -79,7 +82,7 @@ def test_efficiency_tiny(tmp_path):
     # 10 random trials of 8 configs hold most of the front: the table cannot rank methods, so
     # it does not decide the default.
     assert measured["difficulty"]["random_at_10"]["median"] > 0.8
-    assert result["default"] == "tpe" and result["choice"]["chosen"] is None
+    assert result["default"] == "random+es(guarded)" and result["choice"]["chosen"] is None
     assert result["choice"]["deciding_tables"] == []
     assert measured["random_target"] == {"hypervolume_ratio": pytest.approx(1.0), "seeds": 5}
     difficulty = measured["difficulty"]
@@ -100,6 +103,20 @@ def test_efficiency_tiny(tmp_path):
         text=True,
     )
     assert missing.returncode == 2 and "no table at 'no.json'" in missing.stderr
+
+
+def test_a_replay_charged_for_evaluation_pays_each_one_a_trial_runs(tmp_path, monkeypatch):
+    """--charge-evaluation: a trial pays its row's seconds outside training (wall_s less
+    train_time_s, here 2 s), shared over the curve points (1 and 3), at each one it reaches."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    replay = importlib.import_module("replay")
+    table = load_table(str(write_table(tmp_path / "table.json")))
+    for evaluation, each in ((False, 0.0), (True, 1.0)):
+        run = replay.Replay(replay.ScoredTable(table, evaluation=evaluation), seed=0, budget_s=math.inf)
+        trial = run.trial({"lora_r": 4, "lora_alpha": 8, "learning_rate": 1e-4})  # 10 s of training
+        trial.run_to(1)
+        trial.run_to(3)
+        assert run.history.seconds == pytest.approx([10 / 3 + each, 10 + 2 * each])
 
 
 def test_efficiency_mixes_sobol_proposals_among_the_samplers(monkeypatch):

@@ -4,6 +4,7 @@ real 4-bit QLoRA trial on the tiny model stopped at its first rung."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -11,9 +12,12 @@ import threading
 import optuna
 import pytest
 
-from autotune._early_stopping import goes_on, rung_steps
+from autotune import EarlyStopping, SpecError, parse_spec
+from autotune._early_stopping import goes_on, reach_rung, rung_keeps_front, rung_steps
 from autotune._runner import Runner
 from autotune._samplers import sees_the_search
+from autotune._spec import parse_stored_spec
+from autotune._study import load_study
 from autotune.cli import main
 from autotune.objectives import synthetic_metrics
 
@@ -27,6 +31,45 @@ def test_rungs_are_geometric_below_the_step_budget():
 
     assert rung_steps(EarlyStopping(min_steps=10, reduction_factor=3), 100) == [10, 30, 90]
     assert rung_steps(EarlyStopping(min_steps=3, reduction_factor=3), 27) == [3, 9]
+
+
+def test_a_step_budget_turns_early_stopping_on_with_random_proposals(
+    tmp_path, capsys, tiny_model, dataset_file, sqlite_url
+):
+    base = small_spec(tiny_model, dataset_file)
+    del base["sampler"]
+    spec = parse_spec({**base, "training": {"max_steps": 27}})
+    assert spec.early_stopping == EarlyStopping(min_steps=3, reduction_factor=3) and spec.sampler.name == "random"
+    assert spec.method == "random+es"
+    named = parse_spec({**base, "training": {"max_steps": 27}, "sampler": {"name": "tpe"}})
+    assert named.early_stopping == spec.early_stopping and named.method == "tpe+es"
+    off = parse_spec({**base, "training": {"max_steps": 27}, "early_stopping": None})
+    assert off.early_stopping is None and off.method == "qmc"
+    assert parse_spec({**base, "training": {"max_steps": None}}).method == "qmc"  # epochs: no rungs
+    assert parse_spec({**base, "training": {"max_steps": 1}}).early_stopping is None  # no step below the budget
+    # A ninth of the steps rounded up: no rung just below the budget (100 steps: 12 and 36, not 99).
+    assert parse_spec({**base, "training": {"max_steps": 100}}).early_stopping == EarlyStopping(min_steps=12)
+    assert parse_spec({**base, "training": {}}).early_stopping == EarlyStopping(min_steps=7)  # 60 steps unless set
+    # The simulated kinds stop early only where asked.
+    assert parse_spec({"trial": {"kind": "zdt1"}, "budget": {"n_trials": 4}}).method == "qmc"
+    with pytest.raises(SpecError, match=r"sampler.n_startup_trials is an option of tpe or gp: name the sampler"):
+        parse_spec({**base, "sampler": {"n_startup_trials": 4}})
+    # A study stored before the default keeps what it was created with: no early stopping.
+    stored = {k: v for k, v in off.to_json_dict().items() if k != "early_stopping"}
+    assert parse_stored_spec(stored, "stored").early_stopping is None
+
+    config = str(write_spec(tmp_path / "a.yaml", {**base, "training": {"max_steps": 27}}))
+    assert main(["study", "create", "a", "--config", config, "--storage", sqlite_url]) == 0
+    assert "'a': random sampler with early stopping at steps 3, 9 of 27, budget" in capsys.readouterr().out
+    like = ["--like", "a", "--sampler", "random", "--no-early-stopping", "--storage", sqlite_url]
+    assert main(["study", "create", "a-random", *like]) == 0
+    assert "'a-random': random sampler, budget" in capsys.readouterr().out
+    # Stored as resolved: what workers read back is what create printed.
+    assert load_study("a", sqlite_url)[1].early_stopping == spec.early_stopping
+    assert load_study("a-random", sqlite_url)[1].method == "random"
+    assert main(["study", "list", "--storage", sqlite_url]) == 0
+    listed = capsys.readouterr().out
+    assert "random+es" in listed and "random " in listed
 
 
 def test_a_newcomer_that_dominates_every_trial_goes_on():
@@ -55,6 +98,51 @@ def test_directions_and_non_finite_values():
     assert goes_on([1, 100], [[2, 50]], ["minimize", "maximize"], 2)  # 100 tokens/s beats 50
     assert not goes_on([float("nan"), 1], [], MIN, 3)
     assert goes_on([1, 1], [[float("inf"), 1], [2, 2]], MIN, 3)  # a diverged trial counts, ranked last
+
+
+def _completed_at_rung(rung_values: list[float], final: list[float]) -> optuna.trial.FrozenTrial:
+    return optuna.trial.create_trial(values=final, user_attrs={"rungs": [{"step": 3, "values": rung_values}]})
+
+
+def test_a_rung_stops_trials_only_once_it_has_kept_the_completed_trials_front():
+    # Four completed trials whose best at rung 3 is also their best at the end.
+    study = optuna.create_study(directions=MIN)
+    study.add_trials([_completed_at_rung([1 + i, 1 + i], [i, i]) for i in range(4)])
+    beaten = study.ask()
+    assert reach_rung(study, beaten, 3, [9, 9], MIN, 3), "4 completed trials are too few to trust the rung"
+    study.tell(beaten, state=optuna.trial.TrialState.PRUNED)
+    study.add_trial(_completed_at_rung([5, 5], [5, 5]))
+    assert rung_keeps_front(study.get_trials(), 3, MIN, 3)
+    newcomer = study.ask()
+    assert not reach_rung(study, newcomer, 3, [9, 9], MIN, 3)
+    assert newcomer.user_attrs["rungs"] == [{"step": 3, "values": [9, 9]}]
+    assert reach_rung(study, study.ask(), 3, [0, 0], MIN, 3)  # beats them all: goes on
+
+
+def test_the_guard_takes_its_evidence_from_feasible_trials():
+    # Five feasible completed trials that the rung ranks as they end, and an infeasible one
+    # (memory over the limit, say) that ends best but was worst at the rung: not on the front.
+    study = optuna.create_study(directions=MIN)
+    study.add_trials([_completed_at_rung([1 + i, 1 + i], [2 + i, 2 + i]) for i in range(5)])
+    rung = {"rungs": [{"step": 3, "values": [9, 9]}]}
+    study.add_trial(optuna.trial.create_trial(values=[0, 0], user_attrs=rung, system_attrs={"constraints": [1.0]}))
+    assert rung_keeps_front(study.get_trials(), 3, MIN, 3)
+    study.add_trial(_completed_at_rung([9, 9], [0, 0]))  # the same, feasible: the rung would stop it
+    assert not rung_keeps_front(study.get_trials(), 3, MIN, 3)
+
+
+def test_a_rung_that_would_have_stopped_the_front_stops_nothing():
+    # The best at the end was the worst at rung 3 (a slow starter): this rung cannot be trusted.
+    study = optuna.create_study(directions=MIN)
+    study.add_trials([_completed_at_rung([1 + i, 1 + i], [2 + i, 2 + i]) for i in range(5)])
+    study.add_trial(_completed_at_rung([9, 9], [0, 0]))
+    assert not rung_keeps_front(study.get_trials(), 3, MIN, 3)
+    assert reach_rung(study, study.ask(), 3, [8, 8], MIN, 3)
+    # Maximised objectives are turned into losses before the front is taken.
+    flipped = optuna.create_study(directions=["maximize", "maximize"])
+    flipped.add_trials([_completed_at_rung([-1 - i, -1 - i], [-2 - i, -2 - i]) for i in range(5)])
+    flipped.add_trial(_completed_at_rung([-9, -9], [0, 0]))
+    assert not rung_keeps_front(flipped.get_trials(), 3, ["maximize", "maximize"], 3)
 
 
 def test_the_sampler_sees_a_stopped_trial_as_complete_with_its_rung_values_and_no_rerun():
@@ -99,9 +187,9 @@ def _worker(name: str, url: str) -> subprocess.Popen[str]:
 
 def test_two_workers_stop_trials_of_a_multi_fidelity_study(tmp_path, sqlite_url):
     spec = {
-        "trial": {"kind": "zdt1", "delay_s": 0.3},
+        "trial": {"kind": "zdt1", "delay_s": 0.2},
         "sampler": {"name": "random", "seed": 0},
-        "budget": {"n_trials": 24},
+        "budget": {"n_trials": 40},
         "training": {"max_steps": 27},
         "early_stopping": {"min_steps": 3, "reduction_factor": 3},
     }
@@ -114,8 +202,12 @@ def test_two_workers_stop_trials_of_a_multi_fidelity_study(tmp_path, sqlite_url)
     assert [w.returncode for w in workers] == [0, 0], outputs
     trials = optuna.load_study(study_name="z", storage=sqlite_url).get_trials()
     by_state = {s: [t for t in trials if t.state.name == s] for s in ("COMPLETE", "PRUNED")}
-    assert len(by_state["COMPLETE"]) + len(by_state["PRUNED"]) == 24
-    assert len(by_state["PRUNED"]) >= 6, "most configs of a random search are beaten early"
+    assert len(by_state["COMPLETE"]) + len(by_state["PRUNED"]) == 40
+    assert len(by_state["PRUNED"]) >= 5, "configs of a random search are beaten early, once 5 trials have completed"
+    # Each worker's last line counts its stopped trials apart from failed ones.
+    counts = [re.search(r"(\d+) complete, (\d+) stopped early, 0 failed", out) for out in outputs]
+    assert sum(int(c[1]) for c in counts) == len(by_state["COMPLETE"])
+    assert sum(int(c[2]) for c in counts) == len(by_state["PRUNED"])
     # Both workers recorded rungs, and ranked against each other's records.
     assert len({t.user_attrs["worker"] for t in trials if t.user_attrs.get("rungs")}) == 2
     for t in by_state["PRUNED"]:
@@ -166,26 +258,33 @@ def test_a_real_qlora_trial_stops_at_its_first_rung(tiny_model, dataset_file):
 
 
 def test_a_worker_stops_a_qlora_trial_beaten_at_its_first_rung(tmp_path, tiny_model, dataset_file, sqlite_url):
+    # Early stopping as a spec with max_steps gets it by default (a rung at step 1 of 3).
     spec = small_spec(
         tiny_model,
         dataset_file,
         objectives=[{"metric": "eval_loss"}],
-        early_stopping={"min_steps": 1, "reduction_factor": 3},
-        budget={"n_trials": 2},
-        # First a config that learns in one step, then one that barely moves.
+        budget={"n_trials": 6},
+        # Five configs that learn fast, high learning rates first: the rung keeps their best,
+        # so it may stop; then one that barely moves.
         enqueue_trials=[
             {"lora_r": 8, "lora_alpha": 16, "learning_rate": 1e-2},
+            {"lora_r": 4, "lora_alpha": 16, "learning_rate": 5e-3},
+            {"lora_r": 8, "lora_alpha": 8, "learning_rate": 3e-3},
+            {"lora_r": 2, "lora_alpha": 8, "learning_rate": 2e-3},
+            {"lora_r": 4, "lora_alpha": 4, "learning_rate": 1e-3},
             {"lora_r": 2, "lora_alpha": 4, "learning_rate": 1e-4},
         ],
     )
     spec["training"] = {"max_steps": 3, "warmup_steps": 0}
+    spec.pop("sampler")
     assert (
         main(["study", "create", "q", "--config", str(write_spec(tmp_path / "q.yaml", spec)), "--storage", sqlite_url])
         == 0
     )
     assert main(["worker", "q", "--storage", sqlite_url]) == 0
-    first, second = optuna.load_study(study_name="q", storage=sqlite_url).get_trials()
-    assert first.state.name == "COMPLETE" and [p["step"] for p in first.user_attrs["learning_curve"]] == [1, 3]
-    assert second.state.name == "PRUNED" and second.user_attrs["stopped_at_step"] == 1
-    assert second.user_attrs["stopped_values"][0] > first.user_attrs["rungs"][0]["values"][0]
-    assert second.user_attrs["config"]["rungs"] == [1]
+    *learned, last = optuna.load_study(study_name="q", storage=sqlite_url).get_trials()
+    assert [t.state.name for t in learned] == ["COMPLETE"] * 5
+    assert all([p["step"] for p in t.user_attrs["learning_curve"]] == [1, 3] for t in learned)
+    assert last.state.name == "PRUNED" and last.user_attrs["stopped_at_step"] == 1
+    assert last.user_attrs["stopped_values"][0] > max(t.user_attrs["rungs"][0]["values"][0] for t in learned)
+    assert last.user_attrs["config"]["rungs"] == [1]

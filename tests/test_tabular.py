@@ -103,16 +103,16 @@ def test_committed_benchmark_replays(tmp_path, sqlite_url):
 def test_committed_learning_curve_table_replays_with_early_stopping(sqlite_url):
     """The CPU learning-curve table is complete (108 configs, 3 seeds each), and its spec runs
     with early stopping: stopped trials took one seed's values at their rung, finished ones one
-    seed's final values."""
+    seed's final values. 50 trials: the rungs stop none until completed trials show they keep the front."""
     spec = BENCHMARKS / "specs" / "tabular_smollm2_curves_cpu.yaml"
     assert main(["study", "create", "tabc", "--config", str(spec), "--storage", sqlite_url]) == 0
-    assert main(["worker", "tabc", "--storage", sqlite_url, "--n-trials", "14"]) == 0
+    assert main(["worker", "tabc", "--storage", sqlite_url]) == 0  # the spec's 50 trials
     table = load_table(str(BENCHMARKS / "results" / "tabular_smollm2_curves_cpu.json"))
     assert table.curve_steps == [3, 9, 27]
     assert len(table.rows) == 108 and all(len(seeds) == 3 for seeds in table.rows.values())
     trials = optuna.load_study(study_name="tabc", storage=sqlite_url).get_trials()
     ran = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
-    assert len(ran) == 14 and any(t.state.name == "PRUNED" for t in ran)
+    assert len(ran) == 50 and any(t.state.name == "PRUNED" for t in ran)
     for trial in ran:
         seeds = table.rows[tuple(trial.user_attrs["grid_point"].values())]
         if trial.state.name == "COMPLETE":
