@@ -119,6 +119,13 @@ def rung_keeps_front(
     )
 
 
+def record_rung(trial: optuna.Trial, step: int, values: list[float]) -> None:
+    """Record the trial's `values` at rung `step` in the study, after its earlier rungs."""
+    # Earlier rungs only: a re-queued trial carries its lost run's rungs, a retry this one.
+    earlier = [r for r in read_record(trial).rungs or () if r.step < step]
+    write_record(trial, rungs=[*earlier, Rung(step=step, values=values)])
+
+
 def reach_rung(
     study: optuna.Study,
     trial: optuna.Trial,
@@ -130,10 +137,7 @@ def reach_rung(
     """Record the trial's `values` at rung `step` in the study, and say whether it goes on:
     among the best against the values the other trials recorded there, or at a rung that has
     not shown it keeps the completed trials' front."""
-    # Earlier rungs only: a re-queued trial carries its lost run's rungs, a retry this one.
-    earlier = [r for r in read_record(trial).rungs or () if r.step < step]
-    reached = [*earlier, Rung(step=step, values=values)]
-    write_record(trial, rungs=reached)
+    record_rung(trial, step, values)
     trials = study.get_trials(deepcopy=False)
     if goes_on(values, values_at(trials, step, but=trial.number), directions, reduction_factor):
         return True

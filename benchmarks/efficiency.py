@@ -55,10 +55,10 @@ from replay import REFERENCE, Replay, ScoredTable, default_spec
 from scipy.stats import spearmanr
 
 from autotune import EarlyStopping, SamplerSpec
-from autotune._early_stopping import goes_on, reach_rung, rung_steps, values_at
+from autotune._early_stopping import goes_on, reach_rung, record_rung, rung_steps, values_at
 from autotune._samplers import build_sampler, sees_the_search
 from autotune.objectives import TrialInputError, load_table
-from autotune.storage import Rung, read_record, write_record
+from autotune.storage import write_record
 
 N_RANDOM_TRIALS = 50
 FRACTIONS = [0.1, 0.25, 0.5, 1.0]
@@ -188,7 +188,7 @@ def _goes_on(study: optuna.Study, trial: optuna.Trial, step: int, values: list[f
     against the values at the rung alone, with brackets against the trial's own bracket."""
     if method.guarded:
         return reach_rung(study, trial, step, values, DIRECTIONS, method.reduction_factor)
-    write_record(trial, rungs=[*(read_record(trial).rungs or ()), Rung(step=step, values=values)])
+    record_rung(trial, step, values)
     trials = study.get_trials(deepcopy=False)
     if method.brackets:
         trials = [t for t in trials if t.number % n == trial.number % n]
