@@ -167,6 +167,9 @@ def syne_morea(replay: Replay) -> None:
     from syne_tune.optimizer.schedulers.multiobjective import MultiObjectiveRegularizedEvolution
     from syne_tune.optimizer.schedulers.single_fidelity_scheduler import SingleFidelityScheduler
 
+    # Parts of it draw from numpy's global generator, not its seed: unseeded, a run would
+    # depend on what ran before it in the process.
+    np.random.seed(replay.seed)
     space = _syne_space(replay)
     searcher = MultiObjectiveRegularizedEvolution(space, random_seed=replay.seed)
     _syne_full(replay, SingleFidelityScheduler(space, metrics=METRICS, do_minimize=True, searcher=searcher))
