@@ -14,9 +14,8 @@ runs until it has spent HORIZON times that compute, on --seeds seeds. Reported p
 medians over seeds with IQRs beside: the hypervolume ratio held at 10%, 25%, 50% and 100% of
 random's seconds, and the steps and seconds (fractions of random's) spent when the run first
 held random's target (null where the median run never did within HORIZON times random's
-compute). Compute is
-training seconds; with --charge-evaluation a trial also pays for each held-out evaluation it
-runs (replay.ScoredTable), as a user does.
+compute). Compute is training seconds; with --charge-evaluation a trial also pays for each
+held-out evaluation it runs (replay.ScoredTable), as a user does.
 
 Our methods are an Optuna sampler as workers build it (autotune's build_sampler), with or
 without multi-objective early stopping (rungs at min_steps x reduction_factor^k, min_steps a
@@ -31,10 +30,9 @@ ties go to the larger worst-case hypervolume at 25% of random's compute. The sec
 are measured up to HORIZON times random's compute (until 2026-11-30 up to random's compute:
 on the three deciding tables then, every candidate missed the target within it on at least
 one table, which left the choice to the tie-break; the horizon was raised before the 81-step
-table was replayed). Only tables that
-pass the difficulty check (random@10 at most 0.8 of the true front) decide (this gate was
-added after the first replay showed the small seeded tables failing the check; the others
-are reported, not counted). The guarded methods (GUARDED) joined the candidates before the
+table was replayed). Only tables that pass the difficulty check (random@10 at most 0.8 of
+the true front) decide (this gate was added after the first replay showed the small seeded
+tables failing the check; the others are reported, not counted). The guarded methods (GUARDED) joined the candidates before the
 committed table's seeds 43 and 44 were built, the space-filling ones (SPACE_FILLING) before the
 chat-curves table was built; the hedged ones (HEDGED) are measured only.
 
