@@ -102,19 +102,14 @@ def rung_keeps_front(
     """Whether rung `step` would have let the Pareto front of the feasible completed trials
     that reached it go on: at least GUARD_EVIDENCE of them, and each on their front among the
     best there, ranked against the values every trial recorded at the rung."""
-    completed = [
-        (t, rung["values"])
-        for t in trials
-        if is_feasible(t)
-        for rung in recorded(t, "rungs") or ()
-        if rung["step"] == step
-    ]
+    reached = [(t, rung["values"]) for t in trials for rung in recorded(t, "rungs") or () if rung["step"] == step]
+    completed = [(t, values) for t, values in reached if is_feasible(t)]
     if len(completed) < GUARD_EVIDENCE:
         return False
     front = non_domination_rank(np.array([to_loss(t.values, directions) for t, _ in completed])) == 0
     return all(
-        goes_on(at, values_at(trials, step, but=t.number), directions, reduction_factor)
-        for (t, at), on_front in zip(completed, front, strict=True)
+        goes_on(values, [v for other, v in reached if other.number != t.number], directions, reduction_factor)
+        for (t, values), on_front in zip(completed, front, strict=True)
         if on_front
     )
 

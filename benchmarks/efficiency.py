@@ -32,9 +32,10 @@ on the three deciding tables then, every candidate missed the target within it o
 one table, which left the choice to the tie-break; the horizon was raised before the 81-step
 table was replayed). Only tables that pass the difficulty check (random@10 at most 0.8 of
 the true front) decide (this gate was added after the first replay showed the small seeded
-tables failing the check; the others are reported, not counted). The guarded methods (GUARDED) joined the candidates before the
-committed table's seeds 43 and 44 were built, the space-filling ones (SPACE_FILLING) before the
-chat-curves table was built; the hedged ones (HEDGED) are measured only.
+tables failing the check; the others are reported, not counted). The guarded methods
+(GUARDED) joined the candidates before the committed table's seeds 43 and 44 were built, the
+space-filling ones (SPACE_FILLING) before the chat-curves table was built; the hedged ones
+(HEDGED) are measured only.
 
 Difficulty, per table: random@10 (the hypervolume ratio after 10 random trials; a table where
 it is near 1 cannot tell methods apart), the seed sd of eval_loss against the spread of the
