@@ -34,8 +34,9 @@ table was replayed). Only tables that pass the difficulty check (random@10 at mo
 the true front) decide (this gate was added after the first replay showed the small seeded
 tables failing the check; the others are reported, not counted). The guarded methods
 (GUARDED) joined the candidates before the committed table's seeds 43 and 44 were built, the
-space-filling ones (SPACE_FILLING) before the chat-curves table was built; the hedged ones
-(HEDGED) are measured only.
+space-filling ones (SPACE_FILLING) before the chat-curves table was built, the widened ones
+(WIDENED, WITNESSED) before the pydoc 45-step table was replayed; the hedged ones (HEDGED)
+are measured only.
 
 Difficulty, per table: random@10 (the hypervolume ratio after 10 random trials; a table where
 it is near 1 cannot tell methods apart), the seed sd of eval_loss against the spread of the
@@ -44,6 +45,7 @@ configs' means, and the Spearman correlation of each rung's mean eval_loss with 
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import math
 import time
@@ -59,10 +61,18 @@ from replay import REFERENCE, Replay, ScoredTable, default_spec
 from scipy.stats import spearmanr
 
 from autotune import EarlyStopping, SamplerSpec
-from autotune._early_stopping import goes_on, reach_rung, record_rung, rung_steps, values_at
+from autotune._early_stopping import (
+    GUARD_EVIDENCE,
+    goes_on,
+    promotion_keys,
+    reach_rung,
+    record_rung,
+    rung_steps,
+    values_at,
+)
 from autotune._samplers import build_sampler, sees_the_search
 from autotune.objectives import TrialInputError, load_table
-from autotune.storage import write_record
+from autotune.storage import is_feasible, non_domination_rank, recorded, to_loss, write_record
 
 N_RANDOM_TRIALS = 50
 FRACTIONS = [0.1, 0.25, 0.5, 1.0]
@@ -84,6 +94,12 @@ class Method:
     # autotune's early stopping as shipped: a rung stops trials only once the study's own
     # completed trials show it would have kept their Pareto front (rung_keeps_front).
     guarded: bool = False
+    # The cut widened instead of lifted: where the guard would keep every trial (the rung would
+    # have stopped a completed front trial), keep as many as it takes to keep that front.
+    widened: bool = False
+    # With widened: every (rungs + 1)-th trial goes on at every rung (Hyperband's bracket that
+    # never stops), so that the front the cut is widened to keep includes trials it did not select.
+    witnessed: bool = False
 
 
 RANDOM = Method("random")
@@ -110,7 +126,16 @@ SPACE_FILLING = {  # added before the chat-curves table was built; chosen from w
     "qmc+es(guarded)": Method("qmc", 1 / 9, guarded=True),
     "tpe+qmc(half)+es": Method("tpe", 1 / 9, qmc_startup=True, qmc_every=2),
 }
-CHOSEN_FROM = CANDIDATES | GUARDED | SPACE_FILLING
+WIDENED = {  # added before the pydoc 45-step table was replayed (2026-11-30); chosen from with the candidates
+    "random+es(widened)": Method("random", 1 / 9, widened=True),
+    "qmc+es(widened)": Method("qmc", 1 / 9, widened=True),
+    "tpe+es(widened)": Method("tpe", 1 / 9, widened=True),
+}
+WITNESSED = {  # added after WIDENED capped the front, before the pydoc 45-step table was replayed; chosen from
+    "random+es(witnessed)": Method("random", 1 / 9, widened=True, witnessed=True),
+    "qmc+es(witnessed)": Method("qmc", 1 / 9, widened=True, witnessed=True),
+}
+CHOSEN_FROM = CANDIDATES | GUARDED | SPACE_FILLING | WIDENED | WITNESSED
 N_STARTUP = 10  # Optuna's default n_startup_trials for tpe and gp
 
 
@@ -195,9 +220,34 @@ def _goes_on(study: optuna.Study, trial: optuna.Trial, step: int, values: list[f
         return reach_rung(study, trial, step, values, DIRECTIONS, method.reduction_factor)
     record_rung(trial, step, values)
     trials = study.get_trials(deepcopy=False)
+    if method.witnessed and trial.number % n == n - 1:
+        return True
+    if method.widened:
+        return _widened_goes_on(trials, trial.number, step, method.reduction_factor)
     if method.brackets:
         trials = [t for t in trials if t.number % n == trial.number % n]
     return goes_on(values, values_at(trials, step, but=trial.number), DIRECTIONS, method.reduction_factor)
+
+
+def _widened_goes_on(trials: list[optuna.trial.FrozenTrial], number: int, step: int, reduction_factor: int) -> bool:
+    """Whether trial `number` goes on at rung `step` under the widened cut: its place among
+    every trial's values there (the promotion ranking; a value that is not finite last) is
+    within the best n // reduction_factor, or within the worst place of a trial on the
+    completed trials' front; every trial goes on while fewer than GUARD_EVIDENCE completed."""
+    reached = [(t, r["values"]) for t in trials for r in recorded(t, "rungs") or () if r["step"] == step]
+    finite = [i for i, (_, v) in enumerate(reached) if all(math.isfinite(x) for x in v)]
+    keys = promotion_keys(np.array([to_loss(reached[i][1], DIRECTIONS) for i in finite]))
+    ordered = sorted(keys)
+    place = {i: bisect.bisect_left(ordered, key) for i, key in zip(finite, keys, strict=True)}
+    mine = next(i for i, (t, _) in enumerate(reached) if t.number == number)
+    if mine not in place:
+        return False
+    completed = [i for i, (t, _) in enumerate(reached) if is_feasible(t)]
+    if len(completed) < GUARD_EVIDENCE:
+        return True
+    front = non_domination_rank(np.array([to_loss(reached[i][0].values, DIRECTIONS) for i in completed])) == 0
+    worst_front_place = max(place.get(i, len(reached)) for i, on in zip(completed, front, strict=True) if on)
+    return place[mine] < max(1, len(reached) // reduction_factor, worst_front_place + 1)
 
 
 def _quartiles(values: list[float]) -> list[float | None]:

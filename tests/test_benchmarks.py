@@ -134,6 +134,31 @@ def test_efficiency_mixes_sobol_proposals_among_the_samplers(monkeypatch):
     assert proposed[11::2] == [0.5, 0.5, 0.5]
 
 
+def test_the_widened_cut_keeps_as_many_as_the_completed_front_needs(monkeypatch):
+    """random+es(widened): where the rung would have stopped a completed front trial (here the
+    best at the end was 4th at the rung), it keeps the best 4 at the rung, not 7 // 3 = 2 (the
+    promotion rule alone) nor all of them (the guard, autotune's early stopping)."""
+    import optuna
+
+    from autotune._early_stopping import goes_on, reach_rung, record_rung, values_at
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    efficiency = importlib.import_module("efficiency")
+    minimize = ["minimize", "minimize"]
+    study = optuna.create_study(directions=minimize)
+    for i in range(1, 7):  # rung values (i, i); the 4th ends best, the others far behind
+        final = [0, 0] if i == 4 else [10 + i, 10 + i]
+        study.add_trial(optuna.trial.create_trial(values=final, user_attrs={"rungs": [{"step": 3, "values": [i, i]}]}))
+    for at_rung, widened in (([3.5, 3.5], True), ([4.5, 4.5], False)):
+        trial = study.ask()
+        record_rung(trial, 3, at_rung)
+        trials = study.get_trials()
+        assert efficiency._widened_goes_on(trials, trial.number, 3, 3) is widened
+        assert not goes_on(at_rung, values_at(trials, 3, but=trial.number), minimize, 3)
+        assert reach_rung(study, trial, 3, at_rung, minimize, 3)  # the guard keeps every trial
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+
+
 @pytest.mark.slow
 def test_overhead_tiny(tmp_path, tiny_model):
     out = tmp_path / "oh.json"
