@@ -233,7 +233,8 @@ def _widened_goes_on(trials: list[optuna.trial.FrozenTrial], number: int, step: 
     """Whether trial `number` goes on at rung `step` under the widened cut: its place among
     every trial's values there (the promotion ranking; a value that is not finite last) is
     within the best n // reduction_factor, or within the worst place of a trial on the
-    completed trials' front; every trial goes on while fewer than GUARD_EVIDENCE completed."""
+    completed trials' front; every trial goes on while fewer than GUARD_EVIDENCE completed
+    (but one whose own values are not finite: it diverged)."""
     reached = [(t, r["values"]) for t in trials for r in recorded(t, "rungs") or () if r["step"] == step]
     finite = [i for i, (_, v) in enumerate(reached) if all(math.isfinite(x) for x in v)]
     keys = promotion_keys(np.array([to_loss(reached[i][1], DIRECTIONS) for i in finite]))
