@@ -21,8 +21,10 @@ Our methods are an Optuna sampler as workers build it (autotune's build_sampler)
 without multi-objective early stopping (rungs at min_steps x reduction_factor^k, min_steps a
 fraction of the steps; stopped trials shown to the sampler): `(guarded)` is autotune's as
 shipped (reach_rung), plain `+es` its promotion rule alone (goes_on), as it was before the
-guard moved into the product. With --peers, the
-peers of benchmarks/peers.py run too (pip install -e '.[peers]').
+guard moved into the product; `(widened)` keeps, where the guard would keep every trial, as
+many as it takes to keep the completed trials' front, and `(witnessed)` is that with every
+(rungs + 1)-th trial let through every rung. With --peers, the peers of benchmarks/peers.py
+run too (pip install -e '.[peers]').
 
 The rule (written before any table was replayed): the default is the candidate with the
 smallest worst case, over the tables, of the seconds it spends to reach random's target;
@@ -214,8 +216,9 @@ def run_ours(method: Method, replay: Replay) -> None:
 
 
 def _goes_on(study: optuna.Study, trial: optuna.Trial, step: int, values: list[float], method: Method, n: int) -> bool:
-    """Early stopping's decision at a rung: guarded, the product's (reach_rung); otherwise
-    against the values at the rung alone, with brackets against the trial's own bracket."""
+    """Early stopping's decision at a rung: guarded, the product's (reach_rung); widened, as
+    _widened_goes_on says (witnessed: every n-th trial goes on); otherwise against the values
+    at the rung alone, with brackets against the trial's own bracket."""
     if method.guarded:
         return reach_rung(study, trial, step, values, DIRECTIONS, method.reduction_factor)
     record_rung(trial, step, values)
@@ -232,7 +235,7 @@ def _goes_on(study: optuna.Study, trial: optuna.Trial, step: int, values: list[f
 def _widened_goes_on(trials: list[optuna.trial.FrozenTrial], number: int, step: int, reduction_factor: int) -> bool:
     """Whether trial `number` goes on at rung `step` under the widened cut: its place among
     every trial's values there (the promotion ranking; a value that is not finite last) is
-    within the best n // reduction_factor, or within the worst place of a trial on the
+    within the best max(1, n // reduction_factor), or within the worst place of a trial on the
     completed trials' front; every trial goes on while fewer than GUARD_EVIDENCE completed
     (but one whose own values are not finite: it diverged)."""
     reached = [(t, r["values"]) for t in trials for r in recorded(t, "rungs") or () if r["step"] == step]

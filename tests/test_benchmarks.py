@@ -136,8 +136,9 @@ def test_efficiency_mixes_sobol_proposals_among_the_samplers(monkeypatch):
 
 def test_the_widened_cut_keeps_as_many_as_the_completed_front_needs(monkeypatch):
     """random+es(widened): where the rung would have stopped a completed front trial (here the
-    best at the end was 4th at the rung), it keeps the best 4 at the rung, not 7 // 3 = 2 (the
-    promotion rule alone) nor all of them (the guard, autotune's early stopping)."""
+    best at the end was 4th of the completed ones at the rung, 5th of the 7 there with the
+    newcomer), it keeps the best 5 of 7, not 7 // 3 = 2 (the promotion rule alone) nor all of
+    them (the guard, autotune's early stopping)."""
     import optuna
 
     from autotune._early_stopping import goes_on, reach_rung, record_rung, values_at
