@@ -96,21 +96,36 @@ def values_at(trials: Sequence[optuna.trial.FrozenTrial], step: int, but: int) -
     return [rung["values"] for rung in rungs if rung["step"] == step]
 
 
+def rung_records(
+    trials: Sequence[optuna.trial.FrozenTrial], step: int
+) -> list[tuple[optuna.trial.FrozenTrial, list[float]]]:
+    """Each trial that recorded rung `step`, with the values it recorded there."""
+    return [(t, rung["values"]) for t in trials for rung in recorded(t, "rungs") or () if rung["step"] == step]
+
+
+def completed_front(
+    reached: Sequence[tuple[optuna.trial.FrozenTrial, list[float]]], directions: Sequence[str]
+) -> list[tuple[optuna.trial.FrozenTrial, list[float]]] | None:
+    """Of the records at a rung (`rung_records`), those of the trials on the Pareto front of the
+    feasible completed ones; None while fewer than GUARD_EVIDENCE completed trials reached it."""
+    completed = [(t, values) for t, values in reached if is_feasible(t)]
+    if len(completed) < GUARD_EVIDENCE:
+        return None
+    front = non_domination_rank(np.array([to_loss(t.values, directions) for t, _ in completed])) == 0
+    return [record for record, on_front in zip(completed, front, strict=True) if on_front]
+
+
 def rung_keeps_front(
     trials: Sequence[optuna.trial.FrozenTrial], step: int, directions: Sequence[str], reduction_factor: int
 ) -> bool:
     """Whether rung `step` would have let the Pareto front of the feasible completed trials
     that reached it go on: at least GUARD_EVIDENCE of them, and each on their front among the
     best there, ranked against the values every trial recorded at the rung."""
-    reached = [(t, rung["values"]) for t in trials for rung in recorded(t, "rungs") or () if rung["step"] == step]
-    completed = [(t, values) for t, values in reached if is_feasible(t)]
-    if len(completed) < GUARD_EVIDENCE:
-        return False
-    front = non_domination_rank(np.array([to_loss(t.values, directions) for t, _ in completed])) == 0
-    return all(
+    reached = rung_records(trials, step)
+    front = completed_front(reached, directions)
+    return front is not None and all(
         goes_on(values, [v for other, v in reached if other.number != t.number], directions, reduction_factor)
-        for (t, values), on_front in zip(completed, front, strict=True)
-        if on_front
+        for t, values in front
     )
 
 

@@ -64,17 +64,18 @@ from scipy.stats import spearmanr
 
 from autotune import EarlyStopping, SamplerSpec
 from autotune._early_stopping import (
-    GUARD_EVIDENCE,
+    completed_front,
     goes_on,
     promotion_keys,
     reach_rung,
     record_rung,
+    rung_records,
     rung_steps,
     values_at,
 )
 from autotune._samplers import build_sampler, sees_the_search
 from autotune.objectives import TrialInputError, load_table
-from autotune.storage import is_feasible, non_domination_rank, recorded, to_loss, write_record
+from autotune.storage import to_loss, write_record
 
 N_RANDOM_TRIALS = 50
 FRACTIONS = [0.1, 0.25, 0.5, 1.0]
@@ -222,9 +223,9 @@ def _goes_on(study: optuna.Study, trial: optuna.Trial, step: int, values: list[f
     if method.guarded:
         return reach_rung(study, trial, step, values, DIRECTIONS, method.reduction_factor)
     record_rung(trial, step, values)
-    trials = study.get_trials(deepcopy=False)
     if method.witnessed and trial.number % n == n - 1:
         return True
+    trials = study.get_trials(deepcopy=False)
     if method.widened:
         return _widened_goes_on(trials, trial.number, step, method.reduction_factor)
     if method.brackets:
@@ -238,20 +239,18 @@ def _widened_goes_on(trials: list[optuna.trial.FrozenTrial], number: int, step: 
     within the best max(1, n // reduction_factor), or within the worst place of a trial on the
     completed trials' front; every trial goes on while fewer than GUARD_EVIDENCE completed
     (but one whose own values are not finite: it diverged)."""
-    reached = [(t, r["values"]) for t in trials for r in recorded(t, "rungs") or () if r["step"] == step]
+    reached = rung_records(trials, step)
     finite = [i for i, (_, v) in enumerate(reached) if all(math.isfinite(x) for x in v)]
     keys = promotion_keys(np.array([to_loss(reached[i][1], DIRECTIONS) for i in finite]))
     ordered = sorted(keys)
-    place = {i: bisect.bisect_left(ordered, key) for i, key in zip(finite, keys, strict=True)}
-    mine = next(i for i, (t, _) in enumerate(reached) if t.number == number)
-    if mine not in place:
+    place = {reached[i][0].number: bisect.bisect_left(ordered, key) for i, key in zip(finite, keys, strict=True)}
+    if number not in place:
         return False
-    completed = [i for i, (t, _) in enumerate(reached) if is_feasible(t)]
-    if len(completed) < GUARD_EVIDENCE:
+    front = completed_front(reached, DIRECTIONS)
+    if front is None:
         return True
-    front = non_domination_rank(np.array([to_loss(reached[i][0].values, DIRECTIONS) for i in completed])) == 0
-    worst_front_place = max(place.get(i, len(reached)) for i, on in zip(completed, front, strict=True) if on)
-    return place[mine] < max(1, len(reached) // reduction_factor, worst_front_place + 1)
+    worst_front_place = max(place.get(t.number, len(reached)) for t, _ in front)
+    return place[number] < max(1, len(reached) // reduction_factor, worst_front_place + 1)
 
 
 def _quartiles(values: list[float]) -> list[float | None]:
