@@ -1,18 +1,23 @@
 """Multi-objective early stopping: asynchronous successive halving whose promotions rank the
 trials at a rung by non-dominated sorting, crowding distance breaking ties within a front
-(MOASHA, Schmucker et al. 2021). Optuna's pruners take one objective only.
+(MOASHA, Schmucker et al. 2021), with a cut that widens to keep the completed trials' front
+and a third of the trials that never stop. Optuna's pruners take one objective only.
 
 A trial measures its objectives at rungs (min_steps x reduction_factor^k steps, below the
 step budget) and records them in the study's storage (user attr `rungs`), so that workers on
-any machine rank against the same records. At each rung it goes on if it is among the best
-1/reduction_factor of the trials that reached that rung so far, itself included, or while the
-rung has not shown that it keeps the front (`rung_keeps_front`); otherwise it stops, and is
-told PRUNED with its last rung's values (`stopped_values`), which the sampler sees as a
-COMPLETE trial's (autotune._samplers.sees_the_search). The worker and the early-stopping
-benchmarks take a trial through its rungs with `reach_rung`."""
+any machine rank against the same records. At each rung it goes on if its place among the
+trials that reached the rung so far, itself included, is within the cut (`rung_cut`): the best
+1/reduction_factor, widened to the worst place of a trial on the completed trials' front,
+every place while too few trials have completed. Every (rungs + 1)-th trial goes on through
+every rung (Hyperband's bracket that never stops), so that configs the cut would stop can
+still complete and widen it. A stopped trial is told PRUNED with its last rung's values
+(`stopped_values`), which the sampler sees as a COMPLETE trial's
+(autotune._samplers.sees_the_search). The worker and the early-stopping benchmarks take a
+trial through its rungs with `reach_rung`."""
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -26,9 +31,10 @@ if TYPE_CHECKING:
     import optuna
 
 # The completed trials a rung needs before it may stop any: on tables where an early rung
-# ranks the final front poorly, stopping from the first trials on capped the front
-# (README, Efficiency across landscapes).
-GUARD_EVIDENCE = 5
+# ranks the final front poorly, stopping from the first trials on capped the front; until
+# then the rung cannot tell where the front's trials place there (README, Efficiency across
+# landscapes).
+MIN_COMPLETED = 5
 
 
 def rung_steps(early_stopping: EarlyStopping, max_steps: int) -> list[int]:
@@ -74,28 +80,6 @@ def promotion_keys(losses: np.ndarray) -> list[tuple[int, float]]:
     return [(int(f), -float(d)) for f, d in zip(fronts, distance, strict=True)]
 
 
-def goes_on(
-    values: Sequence[float], others: Sequence[Sequence[float]], directions: Sequence[str], reduction_factor: int
-) -> bool:
-    """Whether a trial with `values` at a rung is among the best max(1, n // reduction_factor)
-    of the n trials there (`others` and itself), ties in its favour, as in Optuna's
-    SuccessiveHalvingPruner."""
-    if not all(math.isfinite(v) for v in values):
-        return False
-    finite = [o for o in others if all(math.isfinite(v) for v in o)]
-    losses = np.array([to_loss(v, directions) for v in [values, *finite]])
-    keys = promotion_keys(losses)
-    kept = max(1, (1 + len(others)) // reduction_factor)  # a diverged trial counts, ranked last
-    return keys[0] <= sorted(keys)[min(kept, len(keys)) - 1]
-
-
-def values_at(trials: Sequence[optuna.trial.FrozenTrial], step: int, but: int) -> list[list[float]]:
-    """The values recorded at rung `step` by every trial but trial number `but` (every trial,
-    at every rung: single fields, not whole records)."""
-    rungs = (rung for t in trials if t.number != but for rung in recorded(t, "rungs") or ())
-    return [rung["values"] for rung in rungs if rung["step"] == step]
-
-
 def rung_records(
     trials: Sequence[optuna.trial.FrozenTrial], step: int
 ) -> list[tuple[optuna.trial.FrozenTrial, list[float]]]:
@@ -103,30 +87,53 @@ def rung_records(
     return [(t, rung["values"]) for t in trials for rung in recorded(t, "rungs") or () if rung["step"] == step]
 
 
+def rung_places(
+    reached: Sequence[tuple[optuna.trial.FrozenTrial, list[float]]], directions: Sequence[str]
+) -> dict[int, int]:
+    """Each trial's place (0 the best) among the records at a rung (`rung_records`), by
+    `promotion_keys`, ties in its favour, as in Optuna's SuccessiveHalvingPruner; a trial whose
+    values are not finite (it diverged) has none."""
+    finite = [(t, values) for t, values in reached if all(math.isfinite(v) for v in values)]
+    if not finite:
+        return {}
+    keys = promotion_keys(np.array([to_loss(values, directions) for _, values in finite]))
+    ordered = sorted(keys)
+    return {t.number: bisect.bisect_left(ordered, key) for (t, _), key in zip(finite, keys, strict=True)}
+
+
 def completed_front(
     reached: Sequence[tuple[optuna.trial.FrozenTrial, list[float]]], directions: Sequence[str]
 ) -> list[tuple[optuna.trial.FrozenTrial, list[float]]] | None:
     """Of the records at a rung (`rung_records`), those of the trials on the Pareto front of the
-    feasible completed ones; None while fewer than GUARD_EVIDENCE completed trials reached it."""
+    feasible completed ones; None while fewer than MIN_COMPLETED completed trials reached it."""
     completed = [(t, values) for t, values in reached if is_feasible(t)]
-    if len(completed) < GUARD_EVIDENCE:
+    if len(completed) < MIN_COMPLETED:
         return None
     front = non_domination_rank(np.array([to_loss(t.values, directions) for t, _ in completed])) == 0
     return [record for record, on_front in zip(completed, front, strict=True) if on_front]
 
 
-def rung_keeps_front(
-    trials: Sequence[optuna.trial.FrozenTrial], step: int, directions: Sequence[str], reduction_factor: int
-) -> bool:
-    """Whether rung `step` would have let the Pareto front of the feasible completed trials
-    that reached it go on: at least GUARD_EVIDENCE of them, and each on their front among the
-    best there, ranked against the values every trial recorded at the rung."""
-    reached = rung_records(trials, step)
+def rung_cut(
+    reached: Sequence[tuple[optuna.trial.FrozenTrial, list[float]]],
+    places: dict[int, int],
+    directions: Sequence[str],
+    reduction_factor: int,
+) -> int:
+    """How many places at a rung go on: the best max(1, n // reduction_factor) of the n trials
+    there (a diverged trial counts, placed last), widened to the worst place of a trial on the
+    completed trials' front, so that a rung that ranks the front poorly (a config that starts
+    slowly and ends best) keeps as many as it takes to keep it; every place while fewer than
+    MIN_COMPLETED completed trials reached the rung."""
     front = completed_front(reached, directions)
-    return front is not None and all(
-        goes_on(values, [v for other, v in reached if other.number != t.number], directions, reduction_factor)
-        for t, values in front
-    )
+    if front is None:
+        return len(reached)
+    worst_front_place = max(places.get(t.number, len(reached)) for t, _ in front)
+    return max(1, len(reached) // reduction_factor, worst_front_place + 1)
+
+
+def never_stopped(trial_number: int, rungs: int) -> bool:
+    """Whether the trial is one of every (rungs + 1)-th, which go on through every rung."""
+    return trial_number % (rungs + 1) == rungs
 
 
 def record_rung(trial: optuna.Trial, step: int, values: list[float]) -> None:
@@ -143,12 +150,16 @@ def reach_rung(
     values: list[float],
     directions: Sequence[str],
     reduction_factor: int,
+    rungs: int,
 ) -> bool:
-    """Record the trial's `values` at rung `step` in the study, and say whether it goes on:
-    among the best against the values the other trials recorded there, or at a rung that has
-    not shown it keeps the completed trials' front."""
+    """Record the trial's `values` at rung `step` (one of `rungs`) in the study, and say whether
+    it goes on: never stopped (`never_stopped`) or placed within the rung's cut (`rung_cut`),
+    ranked against the values every trial recorded there. A diverged trial stops."""
     record_rung(trial, step, values)
-    trials = study.get_trials(deepcopy=False)
-    if goes_on(values, values_at(trials, step, but=trial.number), directions, reduction_factor):
+    if not all(math.isfinite(v) for v in values):
+        return False
+    if never_stopped(trial.number, rungs):
         return True
-    return not rung_keeps_front(trials, step, directions, reduction_factor)
+    reached = rung_records(study.get_trials(deepcopy=False), step)
+    places = rung_places(reached, directions)
+    return places[trial.number] < rung_cut(reached, places, directions, reduction_factor)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ._adapters import Adapters
 from ._ask import Asker
 from ._devices import device_factor, device_type, read_calibration, scaled
-from ._early_stopping import at_rung, reach_rung
+from ._early_stopping import at_rung, reach_rung, rung_steps
 from ._errors import AutotuneError
 from ._runner import Runner, TrialFailed
 from ._spec import StudySpec
@@ -207,4 +207,5 @@ def _at_rung(loop: SlotLoop, trial: optuna.Trial, time_factor: float, step: int,
     metrics = at_rung(scaled(measured, time_factor), step, spec.training.max_steps)
     values = [float(metrics[m]) for m in spec.metric_names]
     factor = spec.early_stopping.reduction_factor
-    return loop.teller.retry(lambda: reach_rung(loop.teller.study, trial, step, values, spec.directions, factor))
+    rungs = len(rung_steps(spec.early_stopping, spec.training.max_steps))
+    return loop.teller.retry(lambda: reach_rung(loop.teller.study, trial, step, values, spec.directions, factor, rungs))

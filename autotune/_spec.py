@@ -255,8 +255,8 @@ class StudySpec(_Strict):
 
     def _resolve_defaults(self) -> None:
         """Early stopping and the sampler where the spec leaves them out: the method the
-        benchmarks chose, random search with early stopping where a QLoRA trial has a step
-        budget. The simulated kinds (test functions, a table's replay, for load tests and
+        benchmarks chose: quasi-random proposals (scrambled Sobol), with early stopping where
+        a QLoRA trial has a step budget. The simulated kinds (test functions, a table's replay, for load tests and
         benchmarks) stop early only where asked."""
         max_steps = self.training.max_steps
         unset = "early_stopping" not in self.model_fields_set
@@ -266,8 +266,7 @@ class StudySpec(_Strict):
             for option, samplers in (("n_startup_trials", "tpe or gp"), ("population_size", "nsga2")):
                 if getattr(self.sampler, option) is not None:
                     raise ValueError(f"sampler.{option} is an option of {samplers}: name the sampler (sampler.name)")
-            name = "random" if self.early_stopping is not None else "qmc"
-            object.__setattr__(self, "sampler", self.sampler.model_copy(update={"name": name}))
+            object.__setattr__(self, "sampler", self.sampler.model_copy(update={"name": "qmc"}))
 
     @property
     def method(self) -> str:

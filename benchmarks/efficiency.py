@@ -19,11 +19,11 @@ held-out evaluation it runs (replay.ScoredTable), as a user does.
 
 Our methods are an Optuna sampler as workers build it (autotune's build_sampler), with or
 without multi-objective early stopping (rungs at min_steps x reduction_factor^k, min_steps a
-fraction of the steps; stopped trials shown to the sampler): `(guarded)` is autotune's as
-shipped (reach_rung), plain `+es` its promotion rule alone (goes_on), as it was before the
-guard moved into the product; `(widened)` keeps, where the guard would keep every trial, as
-many as it takes to keep the completed trials' front, and `(witnessed)` is that with every
-(rungs + 1)-th trial let through every rung. With --peers, the peers of benchmarks/peers.py
+fraction of the steps; stopped trials shown to the sampler): `(witnessed)` is autotune's as
+shipped (reach_rung): the cut widened to keep the completed trials' front, every (rungs +
+1)-th trial let through every rung; `(widened)` is that cut alone; `(guarded)` is autotune's
+until 2026-12-01, where the rung stopped nothing until it would have let every completed
+front trial go on; plain `+es` the promotion rule alone, as it was before the guard. With --peers, the peers of benchmarks/peers.py
 run too (pip install -e '.[peers]').
 
 The rule (written before any table was replayed): the default is the candidate with the
@@ -47,7 +47,6 @@ configs' means, and the Spearman correlation of each rung's mean eval_loss with 
 from __future__ import annotations
 
 import argparse
-import bisect
 import json
 import math
 import time
@@ -65,13 +64,13 @@ from scipy.stats import spearmanr
 from autotune import EarlyStopping, SamplerSpec
 from autotune._early_stopping import (
     completed_front,
-    goes_on,
     promotion_keys,
     reach_rung,
     record_rung,
+    rung_cut,
+    rung_places,
     rung_records,
     rung_steps,
-    values_at,
 )
 from autotune._samplers import build_sampler, sees_the_search
 from autotune.objectives import TrialInputError, load_table
@@ -94,14 +93,15 @@ class Method:
     # Hyperband's hedge: trial n is in bracket n % (rungs + 1), which starts at rung n % (rungs + 1)
     # (the last bracket never stops), and ranks at a rung against its own bracket's trials only.
     brackets: bool = False
-    # autotune's early stopping as shipped: a rung stops trials only once the study's own
-    # completed trials show it would have kept their Pareto front (rung_keeps_front).
+    # autotune's early stopping until 2026-12-01: a rung stops trials only once the study's own
+    # completed trials show it would have kept their Pareto front.
     guarded: bool = False
     # The cut widened instead of lifted: where the guard would keep every trial (the rung would
     # have stopped a completed front trial), keep as many as it takes to keep that front.
     widened: bool = False
     # With widened: every (rungs + 1)-th trial goes on at every rung (Hyperband's bracket that
-    # never stops), so that the front the cut is widened to keep includes trials it did not select.
+    # never stops), so that the front the cut is widened to keep includes trials it did not select
+    # (autotune's early stopping as shipped).
     witnessed: bool = False
 
 
@@ -172,12 +172,12 @@ class _WithSobol(optuna.samplers.BaseSampler):
 
 def default_method() -> str:
     """The method a spec with a step budget gets by default, named as CHOSEN_FROM names it
-    (autotune's early stopping is the guarded one)."""
+    (autotune's early stopping is the witnessed one)."""
     max_steps = 27
     spec = default_spec(max_steps)
     if spec.early_stopping is None:
         return str(spec.sampler.name)
-    name = f"{spec.sampler.name}+es(guarded)"
+    name = f"{spec.sampler.name}+es(witnessed)"
     method = CHOSEN_FROM[name]
     assert method.min_steps is not None and round(method.min_steps * max_steps) == spec.early_stopping.min_steps
     assert method.reduction_factor == spec.early_stopping.reduction_factor
@@ -204,7 +204,7 @@ def run_ours(method: Method, replay: Replay) -> None:
             values = run.scaled(measured, step)
             if measured is None:
                 break
-            if not _goes_on(study, trial, step, values, method, len(rungs) + 1):
+            if not _goes_on(study, trial, step, values, method, len(rungs)):
                 write_record(trial, stopped_values=values, stopped_at_step=step)
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 run.stop()
@@ -216,41 +216,51 @@ def run_ours(method: Method, replay: Replay) -> None:
             study.tell(trial, [REFERENCE, REFERENCE])
 
 
-def _goes_on(study: optuna.Study, trial: optuna.Trial, step: int, values: list[float], method: Method, n: int) -> bool:
-    """Early stopping's decision at a rung: guarded, the product's (reach_rung); widened, as
-    _widened_goes_on says (witnessed: every n-th trial goes on); otherwise against the values
-    at the rung alone, with brackets against the trial's own bracket."""
-    if method.guarded:
-        return reach_rung(study, trial, step, values, DIRECTIONS, method.reduction_factor)
+def _goes_on(
+    study: optuna.Study, trial: optuna.Trial, step: int, values: list[float], method: Method, rungs: int
+) -> bool:
+    """Early stopping's decision at a rung: witnessed, autotune's (reach_rung); widened, autotune's
+    cut (rung_cut) with no trial that never stops; otherwise the promotion rule (`_promoted`),
+    with brackets against the trial's own bracket, and guarded, every trial going on while the
+    rung would have stopped a completed front trial (`_keeps_front`)."""
+    if method.witnessed:
+        return reach_rung(study, trial, step, values, DIRECTIONS, method.reduction_factor, rungs)
     record_rung(trial, step, values)
-    if method.witnessed and trial.number % n == n - 1:
-        return True
     trials = study.get_trials(deepcopy=False)
     if method.widened:
-        return _widened_goes_on(trials, trial.number, step, method.reduction_factor)
+        reached = rung_records(trials, step)
+        places = rung_places(reached, DIRECTIONS)
+        cut = rung_cut(reached, places, DIRECTIONS, method.reduction_factor)
+        return trial.number in places and places[trial.number] < cut
     if method.brackets:
-        trials = [t for t in trials if t.number % n == trial.number % n]
-    return goes_on(values, values_at(trials, step, but=trial.number), DIRECTIONS, method.reduction_factor)
-
-
-def _widened_goes_on(trials: list[optuna.trial.FrozenTrial], number: int, step: int, reduction_factor: int) -> bool:
-    """Whether trial `number` goes on at rung `step` under the widened cut: its place among
-    every trial's values there (the promotion ranking; a value that is not finite last) is
-    within the best max(1, n // reduction_factor), or within the worst place of a trial on the
-    completed trials' front; every trial goes on while fewer than GUARD_EVIDENCE completed
-    (but one whose own values are not finite: it diverged)."""
-    reached = rung_records(trials, step)
-    finite = [i for i, (_, v) in enumerate(reached) if all(math.isfinite(x) for x in v)]
-    keys = promotion_keys(np.array([to_loss(reached[i][1], DIRECTIONS) for i in finite]))
-    ordered = sorted(keys)
-    place = {reached[i][0].number: bisect.bisect_left(ordered, key) for i, key in zip(finite, keys, strict=True)}
-    if number not in place:
-        return False
-    front = completed_front(reached, DIRECTIONS)
-    if front is None:
+        trials = [t for t in trials if t.number % (rungs + 1) == trial.number % (rungs + 1)]
+    others = [v for t, v in rung_records(trials, step) if t.number != trial.number]
+    if _promoted(values, others, method.reduction_factor):
         return True
-    worst_front_place = max(place.get(t.number, len(reached)) for t, _ in front)
-    return place[number] < max(1, len(reached) // reduction_factor, worst_front_place + 1)
+    return method.guarded and not _keeps_front(trials, step, method.reduction_factor)
+
+
+def _promoted(values: list[float], others: list[list[float]], reduction_factor: int) -> bool:
+    """The promotion rule alone, as autotune ranked until 2026-12-01: whether `values` are among
+    the best max(1, n // reduction_factor) of the n at the rung (`others` and them), ranked
+    with them first, so that ties in crowding distance go their way too."""
+    if not all(math.isfinite(v) for v in values):
+        return False
+    finite = [o for o in others if all(math.isfinite(v) for v in o)]
+    keys = promotion_keys(np.array([to_loss(v, DIRECTIONS) for v in [values, *finite]]))
+    kept = max(1, (1 + len(others)) // reduction_factor)  # a diverged trial counts, ranked last
+    return keys[0] <= sorted(keys)[min(kept, len(keys)) - 1]
+
+
+def _keeps_front(trials: list[optuna.trial.FrozenTrial], step: int, reduction_factor: int) -> bool:
+    """The guard, autotune's until 2026-12-01: whether rung `step` would have promoted every
+    trial on the completed trials' front (at least MIN_COMPLETED of them)."""
+    reached = rung_records(trials, step)
+    front = completed_front(reached, DIRECTIONS)
+    return front is not None and all(
+        _promoted(values, [v for other, v in reached if other.number != t.number], reduction_factor)
+        for t, values in front
+    )
 
 
 def _quartiles(values: list[float]) -> list[float | None]:

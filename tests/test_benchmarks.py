@@ -59,11 +59,11 @@ def test_early_stopping_tiny(tmp_path):
     done = _run(str(BENCHMARKS / "early_stopping.py"), *args, "--methods", "random,tpe,random+es,tpe+es")
     assert "| tpe+es |" in done.stdout
     result = json.loads(out.read_text())
-    assert result["problem"] == "tabular:table.json" and result["default"] == "random+es"
+    assert result["problem"] == "tabular:table.json" and result["default"] == "qmc+es"
     assert set(result["compute_to_reach_random_final"]) == {"random", "tpe", "random+es", "tpe+es"}
     (zdt1,) = result["other_problems"]
     assert zdt1["problem"] == "zdt1 (multi-fidelity)"
-    # The guard: on ZDT1 the first rung keeps the completed trials' front, so it stops trials.
+    # On ZDT1 the first rung ranks the completed trials' front among its best, so it stops trials.
     assert zdt1["methods"]["random+es"]["stopped"] > 0
 
 
@@ -74,7 +74,7 @@ def test_efficiency_tiny(tmp_path):
     out = tmp_path / "eff.json"
     table = write_table(tmp_path / "table.json", seeds=3)  # eval_loss 0.01 apart per seed
     args = ["--out", str(out), "--table", str(table), "--seeds", "2", "--random-seeds", "5"]
-    methods = "tpe,random+es,random+hb"  # and the default, random+es(guarded)
+    methods = "tpe,random+es,random+es(guarded),random+hb"  # and the default, qmc+es(witnessed)
     done = _run(str(BENCHMARKS / "efficiency.py"), *args, "--methods", methods)
     assert "| tpe+es" not in done.stdout and "| random+es |" in done.stdout and "| random+hb |" in done.stdout
     result = json.loads(out.read_text())
@@ -82,20 +82,28 @@ def test_efficiency_tiny(tmp_path):
     # 10 random trials of 8 configs hold most of the front: the table cannot rank methods, so
     # it does not decide the default.
     assert measured["difficulty"]["random_at_10"]["median"] > 0.8
-    assert result["default"] == "random+es(guarded)" and result["choice"]["chosen"] is None
+    assert result["default"] == "qmc+es(witnessed)" and result["choice"]["chosen"] is None
     assert result["choice"]["deciding_tables"] == []
     assert measured["random_target"] == {"hypervolume_ratio": pytest.approx(1.0), "seeds": 5}
     difficulty = measured["difficulty"]
     assert difficulty["configs"] == 8 and difficulty["seeds_per_config"] == 3 and difficulty["failed_configs"] == 1
     assert difficulty["seed_sd_eval_loss"]["pooled"] == pytest.approx(0.01)
     assert set(difficulty["rung_spearman"]) == {"1"}
-    assert set(measured["methods"]) == {"random", "tpe", "random+es", "random+hb", "random+es(guarded)"}
+    assert set(measured["methods"]) == {
+        "random",
+        "tpe",
+        "random+es",
+        "random+es(guarded)",
+        "random+hb",
+        "qmc+es(witnessed)",
+    }
     for row in measured["methods"].values():
         assert set(row["hv_at_compute"]) == {"0.1", "0.25", "0.5", "1.0"}
         assert all(0 <= hv <= 1 + 1e-9 for hv in row["hv_at_compute"].values())
         assert set(row["compute_to_random_final"]) == {"steps", "seconds"}
     assert measured["methods"]["random+es"]["stopped"] > 0
-    # The guard lets a rung stop trials only once completed trials show it keeps their front.
+    # The guard (autotune's until 2026-12-01) let a rung stop trials only once completed trials
+    # showed it kept their front.
     assert measured["methods"]["random+es(guarded)"]["stopped"] < measured["methods"]["random+es"]["stopped"]
     missing = subprocess.run(
         [sys.executable, str(BENCHMARKS / "efficiency.py"), "--out", str(out), "--table", "no.json"],
@@ -135,29 +143,29 @@ def test_efficiency_mixes_sobol_proposals_among_the_samplers(monkeypatch):
 
 
 def test_the_widened_cut_keeps_as_many_as_the_completed_front_needs(monkeypatch):
-    """random+es(widened): where the rung would have stopped a completed front trial (here the
-    best at the end was 4th of the completed ones at the rung, 5th of the 7 there with the
-    newcomer), it keeps the best 5 of 7, not 7 // 3 = 2 (the promotion rule alone) nor all of
-    them (the guard, autotune's early stopping)."""
+    """random+es(widened), autotune's cut: where the rung would have stopped a completed front
+    trial (here the best at the end was 4th of the completed ones at the rung, 5th of the 7
+    there with the newcomer), it keeps the best 5 of 7, not 7 // 3 = 2 (the promotion rule
+    alone, `+es`) nor all of them (the guard, autotune's until 2026-12-01)."""
     import optuna
 
-    from autotune._early_stopping import goes_on, reach_rung, record_rung, values_at
+    from autotune._early_stopping import record_rung, rung_cut, rung_places, rung_records
 
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     efficiency = importlib.import_module("efficiency")
-    minimize = ["minimize", "minimize"]
-    study = optuna.create_study(directions=minimize)
+    study = optuna.create_study(directions=["minimize", "minimize"])
     for i in range(1, 7):  # rung values (i, i); the 4th ends best, the others far behind
         final = [0, 0] if i == 4 else [10 + i, 10 + i]
         study.add_trial(optuna.trial.create_trial(values=final, user_attrs={"rungs": [{"step": 3, "values": [i, i]}]}))
-    for at_rung, widened in (([3.5, 3.5], True), ([4.5, 4.5], False)):
-        trial = study.ask()
-        record_rung(trial, 3, at_rung)
-        trials = study.get_trials()
-        assert efficiency._widened_goes_on(trials, trial.number, 3, 3) is widened
-        assert not goes_on(at_rung, values_at(trials, 3, but=trial.number), minimize, 3)
-        assert reach_rung(study, trial, 3, at_rung, minimize, 3)  # the guard keeps every trial
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    newcomer = study.ask()
+    record_rung(newcomer, 3, [3.5, 3.5])
+    trials = study.get_trials()
+    reached = rung_records(trials, 3)
+    places = rung_places(reached, ["minimize", "minimize"])
+    assert places[newcomer.number] == 3 and rung_cut(reached, places, ["minimize", "minimize"], 3) == 5
+    others = [v for t, v in reached if t.number != newcomer.number]
+    assert not efficiency._promoted([3.5, 3.5], others, 3)  # the promotion rule alone: the best 2
+    assert not efficiency._keeps_front(trials, 3, 3)  # so the guard keeps every trial
 
 
 @pytest.mark.slow

@@ -56,7 +56,7 @@ def test_stopped_trials_count_their_part_and_reruns_count_nothing(tmp_path, sqli
         tmp_path,
         sqlite_url,
         trial={"kind": "zdt1", "delay_s": 0.3},
-        budget={"gpu_hours": 10 * SECOND},  # 33 whole trials: the guard needs some completed first
+        budget={"gpu_hours": 10 * SECOND},  # 33 whole trials: a rung needs some completed first
         training={"max_steps": 9},
         early_stopping={"min_steps": 1, "reduction_factor": 3},
     )

@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 from autotune import EarlyStopping, SpecError, parse_spec
-from autotune._early_stopping import goes_on, reach_rung, rung_keeps_front, rung_steps
+from autotune._early_stopping import reach_rung, rung_cut, rung_places, rung_records, rung_steps
 from autotune._runner import Runner
 from autotune._samplers import sees_the_search
 from autotune._spec import parse_stored_spec
@@ -33,14 +33,14 @@ def test_rungs_are_geometric_below_the_step_budget():
     assert rung_steps(EarlyStopping(min_steps=3, reduction_factor=3), 27) == [3, 9]
 
 
-def test_a_step_budget_turns_early_stopping_on_with_random_proposals(
+def test_a_step_budget_turns_early_stopping_on_with_quasi_random_proposals(
     tmp_path, capsys, tiny_model, dataset_file, sqlite_url
 ):
     base = small_spec(tiny_model, dataset_file)
     del base["sampler"]
     spec = parse_spec({**base, "training": {"max_steps": 27}})
-    assert spec.early_stopping == EarlyStopping(min_steps=3, reduction_factor=3) and spec.sampler.name == "random"
-    assert spec.method == "random+es"
+    assert spec.early_stopping == EarlyStopping(min_steps=3, reduction_factor=3) and spec.sampler.name == "qmc"
+    assert spec.method == "qmc+es"
     named = parse_spec({**base, "training": {"max_steps": 27}, "sampler": {"name": "tpe"}})
     assert named.early_stopping == spec.early_stopping and named.method == "tpe+es"
     off = parse_spec({**base, "training": {"max_steps": 27}, "early_stopping": None})
@@ -60,7 +60,7 @@ def test_a_step_budget_turns_early_stopping_on_with_random_proposals(
 
     config = str(write_spec(tmp_path / "a.yaml", {**base, "training": {"max_steps": 27}}))
     assert main(["study", "create", "a", "--config", config, "--storage", sqlite_url]) == 0
-    assert "'a': random sampler with early stopping at steps 3, 9 of 27, budget" in capsys.readouterr().out
+    assert "'a': qmc sampler with early stopping at steps 3, 9 of 27, budget" in capsys.readouterr().out
     like = ["--like", "a", "--sampler", "random", "--no-early-stopping", "--storage", sqlite_url]
     assert main(["study", "create", "a-random", *like]) == 0
     assert "'a-random': random sampler, budget" in capsys.readouterr().out
@@ -69,80 +69,94 @@ def test_a_step_budget_turns_early_stopping_on_with_random_proposals(
     assert load_study("a-random", sqlite_url)[1].method == "random"
     assert main(["study", "list", "--storage", sqlite_url]) == 0
     listed = capsys.readouterr().out
-    assert "random+es" in listed and "random " in listed
+    assert "qmc+es" in listed and "random " in listed
 
 
-def test_a_newcomer_that_dominates_every_trial_goes_on():
+def _place(values: list[float], others: list[list[float]], directions: list[str] = MIN) -> int | None:
+    """The newcomer's place (0 the best) among the records at a rung: `others`, then it."""
+    reached = [(optuna.trial.create_trial(values=[0, 0]), v) for v in [*others, values]]
+    for number, (trial, _) in enumerate(reached):
+        trial.number = number
+    return rung_places(reached, directions).get(len(others))
+
+
+def test_a_newcomer_that_dominates_every_trial_is_placed_first():
     # Nine trials at the rung on three fronts; the newcomer beats them all on both objectives.
     others = [[2, 9], [3, 6], [5, 4], [8, 2], [4, 9], [6, 6], [9, 5], [7, 9], [9, 8]]
-    assert goes_on([1, 1], others, MIN, 3)
-    # Dominated by the whole first front: stopped.
-    assert not goes_on([8, 8], others, MIN, 3)
+    assert _place([1, 1], others) == 0
+    # Dominated by the whole first front: behind it and the second, outside the best 10 // 3.
+    assert _place([8, 8], others) >= 10 // 3
 
 
-def test_the_first_trial_at_a_rung_goes_on_and_the_second_must_beat_it():
-    assert goes_on([5, 5], [], MIN, 3)
-    assert not goes_on([6, 6], [[5, 5]], MIN, 3)
-    assert goes_on([4, 6], [[5, 5]], MIN, 3)  # a trade-off: ties (both on the front, both extremes) favour it
-
-
-def test_within_a_front_the_crowded_point_is_stopped():
-    # Six points on one front: the best 6 // 3 = 2 go on. The extremes have infinite crowding
-    # distance; a newcomer squeezed between two close points has the smallest.
+def test_ties_favour_the_newcomer_and_a_front_ranks_by_crowding():
+    assert _place([5, 5], []) == 0
+    assert _place([6, 6], [[5, 5]]) == 1
+    assert _place([4, 6], [[5, 5]]) == 0  # a trade-off: both on the front, both extremes
+    # Six points on one front: the extremes have infinite crowding distance; a newcomer
+    # squeezed between two close points has the smallest.
     front = [[0, 10], [10, 0], [2, 8], [5, 5], [8, 2]]
-    assert not goes_on([5.1, 4.9], front, MIN, 3)
-    assert goes_on([-1, 11], front, MIN, 3)  # a new extreme
+    assert _place([5.1, 4.9], front) == 5
+    assert _place([-1, 11], front) == 0  # a new extreme
 
 
 def test_directions_and_non_finite_values():
-    assert goes_on([1, 100], [[2, 50]], ["minimize", "maximize"], 2)  # 100 tokens/s beats 50
-    assert not goes_on([float("nan"), 1], [], MIN, 3)
-    assert goes_on([1, 1], [[float("inf"), 1], [2, 2]], MIN, 3)  # a diverged trial counts, ranked last
+    assert _place([1, 100], [[2, 50]], ["minimize", "maximize"]) == 0  # 100 tokens/s beats 50
+    assert _place([float("nan"), 1], []) is None
+    assert _place([1, 1], [[float("inf"), 1], [2, 2]]) == 0  # a diverged trial has no place
 
 
-def _completed_at_rung(rung_values: list[float], final: list[float]) -> optuna.trial.FrozenTrial:
-    return optuna.trial.create_trial(values=final, user_attrs={"rungs": [{"step": 3, "values": rung_values}]})
+def _completed_at_rung(rung_values: list[float], final: list[float], **attrs) -> optuna.trial.FrozenTrial:
+    return optuna.trial.create_trial(values=final, user_attrs={"rungs": [{"step": 3, "values": rung_values}]}, **attrs)
 
 
-def test_a_rung_stops_trials_only_once_it_has_kept_the_completed_trials_front():
-    # Four completed trials whose best at rung 3 is also their best at the end.
+def test_a_rung_stops_trials_only_once_enough_have_completed():
+    # Four completed trials whose best at rung 3 is also their best at the end; two rungs, so
+    # every third trial (numbers 2, 5, 8, ...) never stops.
     study = optuna.create_study(directions=MIN)
     study.add_trials([_completed_at_rung([1 + i, 1 + i], [i, i]) for i in range(4)])
     beaten = study.ask()
-    assert reach_rung(study, beaten, 3, [9, 9], MIN, 3), "4 completed trials are too few to trust the rung"
+    assert reach_rung(study, beaten, 3, [9, 9], MIN, 3, 2), "4 completed trials are too few to trust the rung"
     study.tell(beaten, state=optuna.trial.TrialState.PRUNED)
     study.add_trial(_completed_at_rung([5, 5], [5, 5]))
-    assert rung_keeps_front(study.get_trials(), 3, MIN, 3)
     newcomer = study.ask()
-    assert not reach_rung(study, newcomer, 3, [9, 9], MIN, 3)
+    assert newcomer.number == 6 and not reach_rung(study, newcomer, 3, [9, 9], MIN, 3, 2)
     assert newcomer.user_attrs["rungs"] == [{"step": 3, "values": [9, 9]}]
-    assert reach_rung(study, study.ask(), 3, [0, 0], MIN, 3)  # beats them all: goes on
+    assert reach_rung(study, study.ask(), 3, [0, 0], MIN, 3, 2)  # beats them all: goes on
+    witness = study.ask()
+    assert witness.number == 8 and reach_rung(study, witness, 3, [9, 9], MIN, 3, 2)  # never stopped
+    assert not reach_rung(study, study.ask(), 3, [float("nan"), 9], MIN, 3, 2)  # diverged
 
 
-def test_the_guard_takes_its_evidence_from_feasible_trials():
-    # Five feasible completed trials that the rung ranks as they end, and an infeasible one
-    # (memory over the limit, say) that ends best but was worst at the rung: not on the front.
-    study = optuna.create_study(directions=MIN)
-    study.add_trials([_completed_at_rung([1 + i, 1 + i], [2 + i, 2 + i]) for i in range(5)])
-    rung = {"rungs": [{"step": 3, "values": [9, 9]}]}
-    study.add_trial(optuna.trial.create_trial(values=[0, 0], user_attrs=rung, system_attrs={"constraints": [1.0]}))
-    assert rung_keeps_front(study.get_trials(), 3, MIN, 3)
-    study.add_trial(_completed_at_rung([9, 9], [0, 0]))  # the same, feasible: the rung would stop it
-    assert not rung_keeps_front(study.get_trials(), 3, MIN, 3)
-
-
-def test_a_rung_that_would_have_stopped_the_front_stops_nothing():
-    # The best at the end was the worst at rung 3 (a slow starter): this rung cannot be trusted.
+def test_the_cut_widens_to_keep_the_completed_trials_front():
+    # Five trials that the rung ranks as they end, and a slow starter: worst at rung 3, best
+    # at the end. The cut widens from the best 7 // 3 to the slow starter's place.
     study = optuna.create_study(directions=MIN)
     study.add_trials([_completed_at_rung([1 + i, 1 + i], [2 + i, 2 + i]) for i in range(5)])
     study.add_trial(_completed_at_rung([9, 9], [0, 0]))
-    assert not rung_keeps_front(study.get_trials(), 3, MIN, 3)
-    assert reach_rung(study, study.ask(), 3, [8, 8], MIN, 3)
+    reached = rung_records(study.get_trials(), 3)
+    assert rung_cut(reached, rung_places(reached, MIN), MIN, 3) == 6
+    ahead, behind = study.ask(), study.ask()  # numbers 6 and 7, ranked with 7 and 8 records
+    assert reach_rung(study, ahead, 3, [8, 8], MIN, 3, 2)  # ahead of the slow starter
+    assert not reach_rung(study, behind, 3, [10, 10], MIN, 3, 2)  # behind it
     # Maximised objectives are turned into losses before the front is taken.
     flipped = optuna.create_study(directions=["maximize", "maximize"])
     flipped.add_trials([_completed_at_rung([-1 - i, -1 - i], [-2 - i, -2 - i]) for i in range(5)])
     flipped.add_trial(_completed_at_rung([-9, -9], [0, 0]))
-    assert not rung_keeps_front(flipped.get_trials(), 3, ["maximize", "maximize"], 3)
+    reached = rung_records(flipped.get_trials(), 3)
+    assert rung_cut(reached, rung_places(reached, ["maximize"] * 2), ["maximize"] * 2, 3) == 6
+
+
+def test_the_cut_takes_its_front_from_feasible_trials():
+    # Five feasible completed trials that the rung ranks as they end, and an infeasible one
+    # (memory over the limit, say) that ends best but was worst at the rung: not on the front.
+    study = optuna.create_study(directions=MIN)
+    study.add_trials([_completed_at_rung([1 + i, 1 + i], [2 + i, 2 + i]) for i in range(5)])
+    study.add_trial(_completed_at_rung([9, 9], [0, 0], system_attrs={"constraints": [1.0]}))
+    reached = rung_records(study.get_trials(), 3)
+    assert rung_cut(reached, rung_places(reached, MIN), MIN, 3) == 6 // 3
+    study.add_trial(_completed_at_rung([9, 9], [0, 0]))  # the same, feasible: the cut widens to it
+    reached = rung_records(study.get_trials(), 3)
+    assert rung_cut(reached, rung_places(reached, MIN), MIN, 3) == 6  # the two tie at place 5
 
 
 def test_the_sampler_sees_a_stopped_trial_as_complete_with_its_rung_values_and_no_rerun():
@@ -203,13 +217,14 @@ def test_two_workers_stop_trials_of_a_multi_fidelity_study(tmp_path, sqlite_url)
     trials = optuna.load_study(study_name="z", storage=sqlite_url).get_trials()
     by_state = {s: [t for t in trials if t.state.name == s] for s in ("COMPLETE", "PRUNED")}
     assert len(by_state["COMPLETE"]) + len(by_state["PRUNED"]) == 40
-    # Where too few were stopped, say why: no rungs recorded, or rungs that did not keep the
-    # completed trials' front (the guard).
+    # Where too few were stopped, say why: no rungs recorded, or cuts widened to keep the
+    # completed trials' front.
     with_rungs = sum(bool(t.user_attrs.get("rungs")) for t in trials)
-    kept = {step: rung_keeps_front(trials, step, ["minimize", "minimize"], 3) for step in (3, 9)}
+    reached = {step: rung_records(trials, step) for step in (3, 9)}
+    cuts = {step: (rung_cut(r, rung_places(r, MIN), MIN, 3), len(r)) for step, r in reached.items()}
     assert len(by_state["PRUNED"]) >= 5, (
         "configs of a random search are beaten early, once 5 trials have completed; "
-        f"{with_rungs} trials recorded rungs; the rungs kept the front: {kept}",
+        f"{with_rungs} trials recorded rungs; places kept of those at each rung: {cuts}",
         outputs,
     )
     # Each worker's last line counts its stopped trials apart from failed ones.
@@ -271,10 +286,12 @@ def test_a_worker_stops_a_qlora_trial_beaten_at_its_first_rung(tmp_path, tiny_mo
         tiny_model,
         dataset_file,
         objectives=[{"metric": "eval_loss"}],
-        budget={"n_trials": 6},
-        # Five configs that learn fast, high learning rates first: the rung keeps their best,
-        # so it may stop; then one that barely moves.
+        budget={"n_trials": 7},
+        # Six configs that learn fast, high learning rates first: the rung keeps their best,
+        # so it may stop; then one that barely moves, trial 6 (with one rung, every second
+        # trial never stops).
         enqueue_trials=[
+            {"lora_r": 4, "lora_alpha": 8, "learning_rate": 4e-3},
             {"lora_r": 8, "lora_alpha": 16, "learning_rate": 1e-2},
             {"lora_r": 4, "lora_alpha": 16, "learning_rate": 5e-3},
             {"lora_r": 8, "lora_alpha": 8, "learning_rate": 3e-3},
@@ -291,7 +308,7 @@ def test_a_worker_stops_a_qlora_trial_beaten_at_its_first_rung(tmp_path, tiny_mo
     )
     assert main(["worker", "q", "--storage", sqlite_url]) == 0
     *learned, last = optuna.load_study(study_name="q", storage=sqlite_url).get_trials()
-    assert [t.state.name for t in learned] == ["COMPLETE"] * 5
+    assert [t.state.name for t in learned] == ["COMPLETE"] * 6
     assert all([p["step"] for p in t.user_attrs["learning_curve"]] == [1, 3] for t in learned)
     assert last.state.name == "PRUNED" and last.user_attrs["stopped_at_step"] == 1
     assert last.user_attrs["stopped_values"][0] > max(t.user_attrs["rungs"][0]["values"][0] for t in learned)

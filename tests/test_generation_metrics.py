@@ -82,19 +82,20 @@ def test_a_user_function_as_objective_ranks_at_rungs_and_is_shown(
         generation={"max_new_tokens": 2, "num_examples": 4},
         objectives=[{"metric": "my_score"}],
         early_stopping={"min_steps": 1, "reduction_factor": 3},
-        budget={"n_trials": 6},
+        budget={"n_trials": 7},
         training={"max_steps": 3},
     )
     assert _create(tmp_path, sqlite_url, spec) == 0
     assert main(["worker", "g", "--storage", sqlite_url]) == 0
     first, *_, last = trials = optuna.load_study(study_name="g", storage=sqlite_url).get_trials()
     # Trial n scores 1/(2n+1) at its rung and 1/(2n+2) at the end. The rung stops nothing until
-    # 5 trials have completed (it kept their best, the first); the sixth's 1/11 is beaten there.
-    assert [t.state.name for t in trials] == ["COMPLETE"] * 5 + ["PRUNED"]
+    # 5 trials have completed; trial 5 never stops (with one rung, every second trial does not);
+    # trial 6's 1/13 is beaten there.
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 6 + ["PRUNED"]
     assert first.values == [0.5] and first.user_attrs["rungs"][0]["values"] == [1.0]
     assert [p["my_score"] for p in first.user_attrs["learning_curve"]] == [1.0, 0.5]
     assert last.user_attrs["stopped_at_step"] == 1
-    assert last.user_attrs["metrics"]["my_score"] == pytest.approx(1 / 11)
+    assert last.user_attrs["metrics"]["my_score"] == pytest.approx(1 / 13)
     assert first.user_attrs["metrics"]["eval_time_s"] > 0
     assert first.user_attrs["timings"]["train_s"] == first.user_attrs["metrics"]["train_time_s"]
 
