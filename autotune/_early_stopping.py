@@ -1,7 +1,7 @@
 """Multi-objective early stopping: asynchronous successive halving whose promotions rank the
 trials at a rung by non-dominated sorting, crowding distance breaking ties within a front
 (MOASHA, Schmucker et al. 2021), with a cut that widens to keep the completed trials' front
-and a third of the trials that never stop. Optuna's pruners take one objective only.
+and every (rungs + 1)-th trial never stopped. Optuna's pruners take one objective only.
 
 A trial measures its objectives at rungs (min_steps x reduction_factor^k steps, below the
 step budget) and records them in the study's storage (user attr `rungs`), so that workers on
@@ -91,8 +91,9 @@ def rung_places(
     reached: Sequence[tuple[optuna.trial.FrozenTrial, list[float]]], directions: Sequence[str]
 ) -> dict[int, int]:
     """Each trial's place (0 the best) among the records at a rung (`rung_records`), by
-    `promotion_keys`, ties in its favour, as in Optuna's SuccessiveHalvingPruner; a trial whose
-    values are not finite (it diverged) has none."""
+    `promotion_keys`; trials with equal keys share the better place, as ties go in Optuna's
+    SuccessiveHalvingPruner (crowding distance breaks ties of equal values in trial order); a
+    trial whose values are not finite (it diverged) has none."""
     finite = [(t, values) for t, values in reached if all(math.isfinite(v) for v in values)]
     if not finite:
         return {}

@@ -66,8 +66,8 @@ class Constraint(_Strict):
 
 
 class SamplerSpec(_Strict):
-    # None: random where early stopping is on, else qmc (scrambled Sobol): the methods chosen
-    # over the benchmark tables (README, Efficiency across landscapes).
+    # None: qmc (scrambled Sobol), with early stopping or without: the methods chosen over the
+    # benchmark tables (README, Efficiency across landscapes).
     name: SamplerName | None = None
     seed: int | None = 0
     # NSGA-II only. None: a fifth of the budget, between 4 and 50, so that a small budget
@@ -186,7 +186,7 @@ class EarlyStopping(_Strict):
     """Stop trials that are already beaten (autotune._early_stopping)."""
 
     min_steps: int = Field(ge=1)  # the first rung
-    reduction_factor: int = Field(3, ge=2)  # at each rung, keep the best 1/reduction_factor
+    reduction_factor: int = Field(3, ge=2)  # at each rung, keep at least the best 1/reduction_factor
 
     @classmethod
     def default_for(cls, max_steps: int) -> EarlyStopping | None:

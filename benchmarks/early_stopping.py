@@ -1,5 +1,5 @@
 """Early stopping measured: hypervolume against the training steps spent, for random search,
-gp and tpe (the default sampler), each with and without autotune's multi-objective early
+gp, tpe and qmc (the default sampler), each with and without autotune's multi-objective early
 stopping, over seeds.
 
     python benchmarks/early_stopping.py --out benchmarks/results/early_stopping.json \\
@@ -9,8 +9,8 @@ Problems: a table of real QLoRA learning curves (benchmarks/tabular_grid.py; run
 the table has curve points) and the multi-fidelity ZDT1 that `trial: {kind: zdt1}` runs
 with early stopping (27 steps, rungs at 3 and 9). Trials run in an in-memory Optuna study
 with autotune's own pieces: the sampler as workers build it (wrapped so that it learns from
-stopped trials), the rung values (`at_rung`), the promotion rule (`goes_on`) and the rung
-records. A run without early stopping trains 50 whole trials; one with early stopping goes
+stopped trials), the rung values (`at_rung`), the decision at a rung (`reach_rung`) and the
+rung records. A run without early stopping trains 50 whole trials; one with early stopping goes
 on until it has spent half of that compute in training steps, or 100 trials (--compute).
 Objectives are (eval_loss, train_time_s), scaled as benchmarks/sample_efficiency.py scales
 them; only trials that ran to the end count in the hypervolume.
@@ -54,6 +54,8 @@ METHODS = {  # name -> (sampler, early stopping, the sampler sees stopped trials
     "tpe": ("tpe", False, False),
     "tpe+es": ("tpe", True, True),
     "tpe+es (blind)": ("tpe", True, False),
+    "qmc": ("qmc", False, False),
+    "qmc+es": ("qmc", True, True),
     "gp+es (blind)": ("gp", True, False),
 }
 

@@ -149,7 +149,7 @@ def test_the_widened_cut_keeps_as_many_as_the_completed_front_needs(monkeypatch)
     alone, `+es`) nor all of them (the guard, autotune's until 2026-12-01)."""
     import optuna
 
-    from autotune._early_stopping import record_rung, rung_cut, rung_places, rung_records
+    from autotune._early_stopping import rung_cut, rung_places, rung_records
 
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     efficiency = importlib.import_module("efficiency")
@@ -157,15 +157,14 @@ def test_the_widened_cut_keeps_as_many_as_the_completed_front_needs(monkeypatch)
     for i in range(1, 7):  # rung values (i, i); the 4th ends best, the others far behind
         final = [0, 0] if i == 4 else [10 + i, 10 + i]
         study.add_trial(optuna.trial.create_trial(values=final, user_attrs={"rungs": [{"step": 3, "values": [i, i]}]}))
-    newcomer = study.ask()
-    record_rung(newcomer, 3, [3.5, 3.5])
-    trials = study.get_trials()
-    reached = rung_records(trials, 3)
-    places = rung_places(reached, ["minimize", "minimize"])
-    assert places[newcomer.number] == 3 and rung_cut(reached, places, ["minimize", "minimize"], 3) == 5
-    others = [v for t, v in reached if t.number != newcomer.number]
-    assert not efficiency._promoted([3.5, 3.5], others, 3)  # the promotion rule alone: the best 2
-    assert not efficiency._keeps_front(trials, 3, 3)  # so the guard keeps every trial
+    decide = {name: efficiency.CHOSEN_FROM[name] for name in ("random+es", "random+es(widened)", "random+es(guarded)")}
+    for at_rung, widened in (([3.5, 3.5], True), ([4.5, 4.5], False)):
+        trial = study.ask()
+        goes_on = {name: efficiency._goes_on(study, trial, 3, at_rung, method, 2) for name, method in decide.items()}
+        assert goes_on == {"random+es": False, "random+es(widened)": widened, "random+es(guarded)": True}
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    reached = rung_records(study.get_trials(), 3)
+    assert rung_cut(reached, rung_places(reached, ["minimize", "minimize"]), ["minimize", "minimize"], 3) == 5
 
 
 @pytest.mark.slow

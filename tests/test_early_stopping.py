@@ -84,8 +84,9 @@ def test_a_newcomer_that_dominates_every_trial_is_placed_first():
     # Nine trials at the rung on three fronts; the newcomer beats them all on both objectives.
     others = [[2, 9], [3, 6], [5, 4], [8, 2], [4, 9], [6, 6], [9, 5], [7, 9], [9, 8]]
     assert _place([1, 1], others) == 0
-    # Dominated by the whole first front: behind it and the second, outside the best 10 // 3.
-    assert _place([8, 8], others) >= 10 // 3
+    # Dominated: behind the first front's four and the second's three, on the third with
+    # [7, 9] (both extremes of it, so tied: the better place, 7).
+    assert _place([8, 8], others) == 7
 
 
 def test_ties_favour_the_newcomer_and_a_front_ranks_by_crowding():
@@ -102,7 +103,9 @@ def test_ties_favour_the_newcomer_and_a_front_ranks_by_crowding():
 def test_directions_and_non_finite_values():
     assert _place([1, 100], [[2, 50]], ["minimize", "maximize"]) == 0  # 100 tokens/s beats 50
     assert _place([float("nan"), 1], []) is None
-    assert _place([1, 1], [[float("inf"), 1], [2, 2]]) == 0  # a diverged trial has no place
+    diverged = [(optuna.trial.create_trial(values=[0, 0]), [float("inf"), 1])]
+    assert rung_places(diverged, MIN) == {}  # a diverged trial has no place
+    assert _place([3, 3], [[float("inf"), 1], [2, 2]]) == 1  # and places behind no one
 
 
 def _completed_at_rung(rung_values: list[float], final: list[float], **attrs) -> optuna.trial.FrozenTrial:
@@ -125,11 +128,15 @@ def test_a_rung_stops_trials_only_once_enough_have_completed():
     witness = study.ask()
     assert witness.number == 8 and reach_rung(study, witness, 3, [9, 9], MIN, 3, 2)  # never stopped
     assert not reach_rung(study, study.ask(), 3, [float("nan"), 9], MIN, 3, 2)  # diverged
+    study.ask()
+    diverged_witness = study.ask()
+    assert diverged_witness.number == 11
+    assert not reach_rung(study, diverged_witness, 3, [float("nan"), 9], MIN, 3, 2)  # stops, never-stopped or not
 
 
 def test_the_cut_widens_to_keep_the_completed_trials_front():
     # Five trials that the rung ranks as they end, and a slow starter: worst at rung 3, best
-    # at the end. The cut widens from the best 7 // 3 to the slow starter's place.
+    # at the end. The cut widens from the best 6 // 3 to the slow starter's place.
     study = optuna.create_study(directions=MIN)
     study.add_trials([_completed_at_rung([1 + i, 1 + i], [2 + i, 2 + i]) for i in range(5)])
     study.add_trial(_completed_at_rung([9, 9], [0, 0]))
@@ -287,9 +294,9 @@ def test_a_worker_stops_a_qlora_trial_beaten_at_its_first_rung(tmp_path, tiny_mo
         dataset_file,
         objectives=[{"metric": "eval_loss"}],
         budget={"n_trials": 7},
-        # Six configs that learn fast, high learning rates first: the rung keeps their best,
-        # so it may stop; then one that barely moves, trial 6 (with one rung, every second
-        # trial never stops).
+        # Six configs that learn fast, so that 5 or more completed trials reach the rung; then
+        # one that barely moves, trial 6 (with one rung, every second trial never stops):
+        # behind every completed trial at the rung, the front's among them, so it stops.
         enqueue_trials=[
             {"lora_r": 4, "lora_alpha": 8, "learning_rate": 4e-3},
             {"lora_r": 8, "lora_alpha": 16, "learning_rate": 1e-2},
