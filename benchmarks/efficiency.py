@@ -38,7 +38,14 @@ tables failing the check; the others are reported, not counted). The guarded met
 (GUARDED) joined the candidates before the committed table's seeds 43 and 44 were built, the
 space-filling ones (SPACE_FILLING) before the chat-curves table was built, the widened ones
 (WIDENED, WITNESSED) before the pydoc 45-step table was replayed; the hedged ones (HEDGED)
-are measured only.
+are measured only, and so are the bounds (BOUNDS: `(oracle)`, whose first rung stops exactly
+the configs off the true front, which no early stopping can know: what perfect stopping with
+those proposals would spend; `+true-rungs`, autotune's cut told each config's final seed mean
+at every rung, a learning curve that ranks without noise: what the cut itself costs).
+
+Where the seconds go, per method: of the seconds spent until the run first held random's
+target, the shares in trials that ran a new config to the end, that ran a config to the end
+again, that were stopped early, and that early stopping never stops; and the configs tried.
 
 Difficulty, per table: random@10 (the hypervolume ratio after 10 random trials; a table where
 it is near 1 cannot tell methods apart), the seed sd of eval_loss against the spread of the
@@ -64,6 +71,7 @@ from scipy.stats import spearmanr
 from autotune import EarlyStopping, SamplerSpec
 from autotune._early_stopping import (
     completed_front,
+    never_stopped,
     promotion_keys,
     reach_rung,
     record_rung,
@@ -103,6 +111,11 @@ class Method:
     # never stops), so that the front the cut is widened to keep includes trials it did not select
     # (autotune's early stopping as shipped).
     witnessed: bool = False
+    # Bounds, not methods: the first rung stops exactly the configs off the true front of the
+    # table's seed means, as no early stopping that sees only the trials can (oracle); the rungs
+    # see each config's final seed mean, a learning curve that ranks without noise (true_rungs).
+    oracle: bool = False
+    true_rungs: bool = False
 
 
 RANDOM = Method("random")
@@ -137,6 +150,12 @@ WIDENED = {  # added before the pydoc 45-step table was replayed (2026-11-30); c
 WITNESSED = {  # added after WIDENED capped the front, before the pydoc 45-step table was replayed; chosen from
     "random+es(witnessed)": Method("random", 1 / 9, widened=True, witnessed=True),
     "qmc+es(witnessed)": Method("qmc", 1 / 9, widened=True, witnessed=True),
+}
+BOUNDS = {  # added 2026-12-01: what early stopping would spend, knowing the front or the final losses; not chosen from
+    "qmc+es(oracle)": Method("qmc", 1 / 9, oracle=True),
+    "random+es(oracle)": Method("random", 1 / 9, oracle=True),
+    "qmc+es(witnessed)+true-rungs": Method("qmc", 1 / 9, widened=True, witnessed=True, true_rungs=True),
+    "qmc+es(widened)+true-rungs": Method("qmc", 1 / 9, widened=True, true_rungs=True),
 }
 CHOSEN_FROM = CANDIDATES | GUARDED | SPACE_FILLING | WIDENED | WITNESSED
 N_STARTUP = 10  # Optuna's default n_startup_trials for tpe and gp
@@ -199,12 +218,19 @@ def run_ours(method: Method, replay: Replay) -> None:
         trial = study.ask()
         run = replay.trial(space.suggest(trial).model_dump())
         bracket = trial.number % (len(rungs) + 1) if method.brackets else 0
+        run.never_stopped = method.witnessed and never_stopped(trial.number, len(rungs))
         for step in rungs[bracket:]:
             measured = run.run_to(step)
             values = run.scaled(measured, step)
             if measured is None:
                 break
-            if not _goes_on(study, trial, step, values, method, len(rungs)):
+            if method.true_rungs:
+                values = [float(v) for v in replay.problem.mean_points[run.point]]
+            if method.oracle:
+                goes_on = run.point in replay.problem.front
+            else:
+                goes_on = _goes_on(study, trial, step, values, method, len(rungs))
+            if not goes_on:
                 write_record(trial, stopped_values=values, stopped_at_step=step)
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 run.stop()
@@ -315,6 +341,7 @@ def _summary(runs: list[Replay], target: float, random_steps: float, random_seco
     reached = [r.history.first_reaching(target) for r in runs]
     steps = [s / random_steps for s, _ in reached]
     seconds = [s / random_seconds for _, s in reached]
+    spent = [r.spending(s) for r, (_, s) in zip(runs, reached, strict=True)]
     return {
         "hv_at_compute": {f: float(np.median(v)) for f, v in at.items()},
         "hv_at_compute_iqr": {f: _quartiles(v) for f, v in at.items()},
@@ -322,6 +349,8 @@ def _summary(runs: list[Replay], target: float, random_steps: float, random_seco
         "compute_to_random_final_iqr": {"steps": _quartiles(steps), "seconds": _quartiles(seconds)},
         "trials": float(np.median([r.history.trials for r in runs])),
         "stopped": float(np.median([r.history.stopped for r in runs])),
+        # where the seconds went until the run first held random's target (all of them if never)
+        "spent_until_random_final": {k: float(np.median([s[k] for s in spent])) for k in spent[0]},
     }
 
 
@@ -433,6 +462,13 @@ def _print(name: str, table: dict, seeds: int) -> None:
             spread = ", ".join("-" if q is None else f"{q:.0%}" for q in iqr)
             cells.append("-" if v is None else f"{v:.0%} [{spread}]")
         print(f"| {method} | " + " | ".join(cells) + " |")
+    print("\nwhere the seconds went until the run first held random's target (shares, medians over seeds)")
+    print("| method | completed, a new config | completed again | stopped early | never stopped | configs tried |")
+    print("|---|---|---|---|---|---|")
+    for method, row in table["methods"].items():
+        spent = row["spent_until_random_final"]
+        shares = [f"{spent[k]:.0%}" for k in ("completed_new", "completed_again", "stopped", "never_stopped")]
+        print(f"| {method} | " + " | ".join(shares) + f" | {spent['configs_tried']:.0f} |")
 
 
 def main() -> None:
@@ -441,7 +477,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--random-seeds", type=int, default=100)
-    known = CHOSEN_FROM | HEDGED
+    known = CHOSEN_FROM | HEDGED | BOUNDS
     parser.add_argument("--methods", default=",".join(CHOSEN_FROM), help="comma-separated, of: " + ", ".join(known))
     parser.add_argument("--peers", default="", help="comma-separated, of benchmarks/peers.py's: moasha, syne-ehvi, ...")
     parser.add_argument("--peer-seeds", type=int, help="seeds for the peers (default: --seeds)")

@@ -23,6 +23,7 @@ import numpy as np
 from autotune import Range, SearchSpace, StudySpec
 from autotune.dashboards import hypervolume
 from autotune.objectives import Table
+from autotune.storage import non_domination_rank
 
 REFERENCE = 1.1  # the hypervolume's reference point, in both scaled objectives
 MAX_TRIALS = 300  # a bound on any run: a method that stops most trials at the first rung could start thousands
@@ -73,6 +74,9 @@ class ScoredTable:
             for point, row in table.means.items()
         }
         self.true_hypervolume = hypervolume(list(self.mean_points.values()), REFERENCE)
+        points = list(self.mean_points)
+        ranks = non_domination_rank(np.array([self.mean_points[p] for p in points]))
+        self.front = {p for p, rank in zip(points, ranks, strict=True) if rank == 0}  # the true front's configs
         integer = {"lora_r", "lora_alpha", "per_device_train_batch_size"}
         self.axes = {  # the searched axes: those with more than one value
             name: Axis(min(values), max(values), min(values) > 0, name in integer)
@@ -124,6 +128,7 @@ class Replay:
         self.problem, self.seed, self.budget_s, self.max_trials = problem, seed, budget_s, max_trials
         self.axes, self.max_steps, self.curve_steps = problem.axes, problem.max_steps, problem.curve_steps
         self.history = History()
+        self.trials: list[ReplayTrial] = []
         self._front: list[np.ndarray] = []
         self._steps, self._seconds = 0, 0.0
 
@@ -137,7 +142,8 @@ class Replay:
         self.history.trials += 1
         table = self.problem.table
         point = table.nearest({**params, **self.problem.fixed})
-        return ReplayTrial(self, point, table.draw(point, f"{self.seed}:{self.history.trials}"))
+        self.trials.append(ReplayTrial(self, point, table.draw(point, f"{self.seed}:{self.history.trials}")))
+        return self.trials[-1]
 
     def _charge(self, steps: int, seconds: float, finished: tuple[float, ...] | None = None) -> None:
         """Charge a trial's compute; `finished`: the grid point of a trial that ran to the end,
@@ -153,26 +159,55 @@ class Replay:
         history.steps.append(self._steps)
         history.seconds.append(self._seconds)
 
+    def spending(self, until_s: float) -> dict[str, float]:
+        """Where the training seconds charged up to `until_s` went, as shares of them: trials
+        that ran to the end a config the run had not run to the end before (`completed_new`),
+        trials that ran a config to the end again (`completed_again`: its mean was scored
+        already, so they add nothing to the front), trials stopped early (`stopped`), and of
+        all these the trials early stopping never stops (`never_stopped`); and how many
+        distinct configs the run had tried by then (`configs_tried`)."""
+        seconds = dict.fromkeys(("completed_new", "completed_again", "stopped", "never_stopped"), 0.0)
+        completed, tried = set(), set()
+        for trial in self.trials:
+            if not trial.charges or self.history.seconds[trial.charges[0][0]] > until_s:
+                break
+            paid = sum(s for at, s in trial.charges if self.history.seconds[at] <= until_s)
+            tried.add(trial.point)
+            if trial.step == self.max_steps:
+                seconds["completed_again" if trial.point in completed else "completed_new"] += paid
+                completed.add(trial.point)
+            else:
+                seconds["stopped"] += paid
+            seconds["never_stopped"] += paid if trial.never_stopped else 0.0
+        total = sum(seconds[k] for k in ("completed_new", "completed_again", "stopped")) or 1.0
+        return {**{k: v / total for k, v in seconds.items()}, "configs_tried": float(len(tried))}
+
 
 class ReplayTrial:
     def __init__(self, replay: Replay, point: tuple[float, ...], row: dict[str, Any]) -> None:
         self.replay, self.point, self.row = replay, point, row
         self.step, self._seconds = 0, 0.0
         self.failed = "error" in row
+        self.charges: list[tuple[int, float]] = []  # (the history's index, the seconds) of each charge
+        self.never_stopped = False  # early stopping lets it through every rung
 
     def run_to(self, step: int) -> tuple[float, float] | None:
         """Train on to `step` (one of curve_steps): (eval_loss, train_time_s since the start)
         there, raw; the steps and seconds since the last call are charged to the run. None:
         the config failed (its first report charges nothing: it failed at once)."""
         if self.failed:
-            self.replay._charge(0, 0.0)
+            self._charge(0, 0.0)
             return None
         point = next(p for p in self.row["learning_curve"] if p["step"] == step)
         finished = self.point if step == self.replay.max_steps else None
         evaluation_s = self.replay.problem.evaluation_s(self.row)
-        self.replay._charge(step - self.step, point["train_time_s"] - self._seconds + evaluation_s, finished)
+        self._charge(step - self.step, point["train_time_s"] - self._seconds + evaluation_s, finished)
         self.step, self._seconds = step, point["train_time_s"]
         return point["eval_loss"], point["train_time_s"]
+
+    def _charge(self, steps: int, seconds: float, finished: tuple[float, ...] | None = None) -> None:
+        self.replay._charge(steps, seconds, finished)
+        self.charges.append((len(self.replay.history.seconds) - 1, seconds))
 
     def stop(self) -> None:
         """Stopped early: charged for what it ran, never on the front."""

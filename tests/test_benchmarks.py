@@ -127,6 +127,63 @@ def test_a_replay_charged_for_evaluation_pays_each_one_a_trial_runs(tmp_path, mo
         assert run.history.seconds == pytest.approx([10 / 3 + each, 10 + 2 * each])
 
 
+def test_a_replay_says_where_its_seconds_went(tmp_path, monkeypatch):
+    """A config run to the end twice, the second time adds nothing; a trial stopped at the
+    first curve point paid a third of its config's 11 s. Up to 10 s only the first trial had
+    been paid for."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    replay = importlib.import_module("replay")
+    run = replay.Replay(replay.ScoredTable(load_table(str(write_table(tmp_path / "table.json")))), 0, math.inf)
+    for params in ({"lora_r": 4, "lora_alpha": 8, "learning_rate": 1e-4},) * 2:  # 10 s each
+        run.trial(params).run_to(3)
+    stopped = run.trial({"lora_r": 4, "lora_alpha": 8, "learning_rate": 1e-3})  # 11 s to the end
+    stopped.run_to(1)
+    stopped.stop()
+    total = 10 + 10 + 11 / 3
+    assert run.spending(math.inf) == pytest.approx(
+        {
+            "completed_new": 10 / total,
+            "completed_again": 10 / total,
+            "stopped": 11 / 3 / total,
+            "never_stopped": 0.0,
+            "configs_tried": 2.0,
+        }
+    )
+    assert run.spending(10.0) == pytest.approx(
+        {"completed_new": 1.0, "completed_again": 0.0, "stopped": 0.0, "never_stopped": 0.0, "configs_tried": 1.0}
+    )
+
+
+def test_the_oracle_bound_stops_exactly_the_configs_off_the_true_front(tmp_path, monkeypatch):
+    """`(oracle)` is a bound, not a method: it knows which configs are on the true front."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    replay, efficiency = importlib.import_module("replay"), importlib.import_module("efficiency")
+    problem = replay.ScoredTable(load_table(str(write_table(tmp_path / "table.json"))))
+    # Loss falls as training time rises over the 7 configs that did not fail: all on the front.
+    assert len(problem.front) == 7
+    problem.front = {(4, 8, 1e-4)}
+    run = replay.Replay(problem, 0, math.inf, max_trials=20)
+    efficiency.run_ours(efficiency.BOUNDS["qmc+es(oracle)"], run)
+    finished = {trial.point for trial in run.trials if trial.step == problem.max_steps}
+    others = [trial for trial in run.trials if trial.point != (4, 8, 1e-4) and not trial.failed]
+    assert finished == {(4, 8, 1e-4)} and run.history.stopped == len(others) > 0
+
+
+def test_true_rungs_tell_each_rung_the_configs_final_seed_mean(tmp_path, monkeypatch):
+    """`+true-rungs` is a bound too: the cut ranks each config by its final mean at the rung
+    (at step 1 of the table the loss is 0.02 x the config's index above its final)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    replay, efficiency = importlib.import_module("replay"), importlib.import_module("efficiency")
+    problem = replay.ScoredTable(load_table(str(write_table(tmp_path / "table.json", seeds=3))))
+    told = []
+    monkeypatch.setattr(efficiency, "_goes_on", lambda study, trial, step, values, *_: told.append(values) or True)
+    run = replay.Replay(problem, 0, math.inf, max_trials=12)
+    efficiency.run_ours(efficiency.BOUNDS["qmc+es(witnessed)+true-rungs"], run)
+    means = list(problem.mean_points.values())
+    assert len(told) == sum(not trial.failed for trial in run.trials) > 0
+    assert all(any(values == pytest.approx(list(mean)) for mean in means) for values in told)
+
+
 def test_efficiency_mixes_sobol_proposals_among_the_samplers(monkeypatch):
     """tpe+qmc(half)+es: the first 10 trials from Sobol, then every other one; the rest from
     the sampler itself (here one that always proposes 0.5)."""
