@@ -218,7 +218,9 @@ def run_ours(method: Method, replay: Replay) -> None:
         trial = study.ask()
         run = replay.trial(space.suggest(trial).model_dump())
         bracket = trial.number % (len(rungs) + 1) if method.brackets else 0
-        run.never_stopped = method.witnessed and never_stopped(trial.number, len(rungs))
+        run.never_stopped = (method.witnessed and never_stopped(trial.number, len(rungs))) or (
+            method.brackets and bracket == len(rungs)
+        )
         for step in rungs[bracket:]:
             measured = run.run_to(step)
             values = run.scaled(measured, step)

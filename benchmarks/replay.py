@@ -74,7 +74,7 @@ class ScoredTable:
             for point, row in table.means.items()
         }
         self.true_hypervolume = hypervolume(list(self.mean_points.values()), REFERENCE)
-        points = list(self.mean_points)
+        points = [p for p, scaled in self.mean_points.items() if np.all(scaled < REFERENCE)]  # add hypervolume
         ranks = non_domination_rank(np.array([self.mean_points[p] for p in points]))
         self.front = {p for p, rank in zip(points, ranks, strict=True) if rank == 0}  # the true front's configs
         integer = {"lora_r", "lora_alpha", "per_device_train_batch_size"}
@@ -160,17 +160,18 @@ class Replay:
         history.seconds.append(self._seconds)
 
     def spending(self, until_s: float) -> dict[str, float]:
-        """Where the training seconds charged up to `until_s` went, as shares of them: trials
+        """Where the seconds charged up to `until_s` went, as shares of them: trials
         that ran to the end a config the run had not run to the end before (`completed_new`),
         trials that ran a config to the end again (`completed_again`: its mean was scored
         already, so they add nothing to the front), trials stopped early (`stopped`), and of
         all these the trials early stopping never stops (`never_stopped`); and how many
-        distinct configs the run had tried by then (`configs_tried`)."""
+        distinct configs the run had tried by then (`configs_tried`). A trial counts by how it
+        ended: the runs take one trial at a time, so only the last one can be cut by `until_s`."""
         seconds = dict.fromkeys(("completed_new", "completed_again", "stopped", "never_stopped"), 0.0)
         completed, tried = set(), set()
         for trial in self.trials:
             if not trial.charges or self.history.seconds[trial.charges[0][0]] > until_s:
-                break
+                continue
             paid = sum(s for at, s in trial.charges if self.history.seconds[at] <= until_s)
             tried.add(trial.point)
             if trial.step == self.max_steps:
