@@ -132,6 +132,16 @@ def rung_cut(
     return max(1, len(reached) // reduction_factor, worst_front_place + 1)
 
 
+def within_cut(
+    trials: Sequence[optuna.trial.FrozenTrial], number: int, step: int, directions: Sequence[str], reduction_factor: int
+) -> bool:
+    """Whether trial `number` is placed within rung `step`'s cut (`rung_cut`), ranked against
+    the values every trial recorded there; a trial that diverged there is not."""
+    reached = rung_records(trials, step)
+    places = rung_places(reached, directions)
+    return number in places and places[number] < rung_cut(reached, places, directions, reduction_factor)
+
+
 def never_stopped(trial_number: int, rungs: int) -> bool:
     """Whether the trial is one of every (rungs + 1)-th, which go on through every rung."""
     return trial_number % (rungs + 1) == rungs
@@ -154,13 +164,11 @@ def reach_rung(
     rungs: int,
 ) -> bool:
     """Record the trial's `values` at rung `step` (one of `rungs`) in the study, and say whether
-    it goes on: never stopped (`never_stopped`) or placed within the rung's cut (`rung_cut`),
-    ranked against the values every trial recorded there. A diverged trial stops."""
+    it goes on: never stopped (`never_stopped`) or placed within the rung's cut (`within_cut`).
+    A diverged trial stops."""
     record_rung(trial, step, values)
     if not all(math.isfinite(v) for v in values):
         return False
     if never_stopped(trial.number, rungs):
         return True
-    reached = rung_records(study.get_trials(deepcopy=False), step)
-    places = rung_places(reached, directions)
-    return places[trial.number] < rung_cut(reached, places, directions, reduction_factor)
+    return within_cut(study.get_trials(deepcopy=False), trial.number, step, directions, reduction_factor)

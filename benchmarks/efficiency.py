@@ -75,10 +75,9 @@ from autotune._early_stopping import (
     promotion_keys,
     reach_rung,
     record_rung,
-    rung_cut,
-    rung_places,
     rung_records,
     rung_steps,
+    within_cut,
 )
 from autotune._samplers import build_sampler, sees_the_search
 from autotune.objectives import TrialInputError, load_table
@@ -248,7 +247,7 @@ def _goes_on(
     study: optuna.Study, trial: optuna.Trial, step: int, values: list[float], method: Method, rungs: int
 ) -> bool:
     """Early stopping's decision at a rung: witnessed, autotune's (reach_rung); widened, autotune's
-    cut (rung_cut) with no trial that never stops; otherwise the promotion rule (`_promoted`),
+    cut (within_cut) with no trial that never stops; otherwise the promotion rule (`_promoted`),
     with brackets against the trial's own bracket, and guarded, every trial going on while the
     rung would have stopped a completed front trial (`_keeps_front`)."""
     if method.witnessed:
@@ -256,10 +255,7 @@ def _goes_on(
     record_rung(trial, step, values)
     trials = study.get_trials(deepcopy=False)
     if method.widened:
-        reached = rung_records(trials, step)
-        places = rung_places(reached, DIRECTIONS)
-        cut = rung_cut(reached, places, DIRECTIONS, method.reduction_factor)
-        return trial.number in places and places[trial.number] < cut
+        return within_cut(trials, trial.number, step, DIRECTIONS, method.reduction_factor)
     if method.brackets:
         trials = [t for t in trials if t.number % (rungs + 1) == trial.number % (rungs + 1)]
     others = [v for t, v in rung_records(trials, step) if t.number != trial.number]
