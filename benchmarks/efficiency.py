@@ -21,7 +21,8 @@ Our methods are an Optuna sampler as workers build it (autotune's build_sampler)
 without multi-objective early stopping (rungs at min_steps x reduction_factor^k, min_steps a
 fraction of the steps; stopped trials shown to the sampler): `(witnessed)` is autotune's as
 shipped (reach_rung): the cut widened to keep the completed trials' front, every (rungs +
-1)-th trial let through every rung; `(widened)` is that cut alone; `(guarded)` is autotune's
+1)-th trial let through every rung; `(evidenced)` the same, but such a trial placed outside a
+rung's cut goes on only while fewer than 5 of them completed through it or the cut is widened; `(widened)` is that cut alone; `(guarded)` is autotune's
 until 2026-12-01, where the rung stopped nothing until it would have let every completed
 front trial go on; plain `+es` the promotion rule alone, as it was before the guard. With --peers, the peers of benchmarks/peers.py
 run too (pip install -e '.[peers]').
@@ -37,7 +38,9 @@ the true front) decide (this gate was added after the first replay showed the sm
 tables failing the check; the others are reported, not counted). The guarded methods
 (GUARDED) joined the candidates before the committed table's seeds 43 and 44 were built, the
 space-filling ones (SPACE_FILLING) before the chat-curves table was built, the widened ones
-(WIDENED, WITNESSED) before the pydoc 45-step table was replayed; the hedged ones (HEDGED)
+(WIDENED, WITNESSED) before the pydoc 45-step table was replayed, the evidenced one
+(EVIDENCED: the never-stopped trials hedge only until a rung has earned its plain cut) while the chat
+36-step table was building, before anything was replayed on it; the hedged ones (HEDGED)
 are measured only, and so are the bounds (BOUNDS: `(oracle)`, whose first rung stops exactly
 the configs off the true front, which no early stopping can know: what perfect stopping with
 those proposals would spend; `+true-rungs`, autotune's cut told each config's final seed mean
@@ -70,18 +73,21 @@ from scipy.stats import spearmanr
 
 from autotune import EarlyStopping, SamplerSpec
 from autotune._early_stopping import (
+    MIN_COMPLETED,
     completed_front,
     never_stopped,
     promotion_keys,
     reach_rung,
     record_rung,
+    rung_cut,
+    rung_places,
     rung_records,
     rung_steps,
     within_cut,
 )
 from autotune._samplers import build_sampler, sees_the_search
 from autotune.objectives import TrialInputError, load_table
-from autotune.storage import to_loss, write_record
+from autotune.storage import is_feasible, to_loss, write_record
 
 N_RANDOM_TRIALS = 50
 FRACTIONS = [0.1, 0.25, 0.5, 1.0]
@@ -110,6 +116,11 @@ class Method:
     # never stops), so that the front the cut is widened to keep includes trials it did not select
     # (autotune's early stopping as shipped).
     witnessed: bool = False
+    # With witnessed: a trial that never stops goes on past a rung where it is placed outside the
+    # cut only until the rung has earned its plain cut: MIN_COMPLETED never-stopped trials (an
+    # unselected sample) completed through it, and the completed front placed within its best
+    # n // reduction_factor there. The hedge stays where the evidence says the rung misplaces.
+    evidenced: bool = False
     # Bounds, not methods: the first rung stops exactly the configs off the true front of the
     # table's seed means, as no early stopping that sees only the trials can (oracle); the rungs
     # see each config's final seed mean, a learning curve that ranks without noise (true_rungs).
@@ -156,7 +167,10 @@ BOUNDS = {  # added 2026-12-01: what early stopping would spend, knowing the fro
     "qmc+es(witnessed)+true-rungs": Method("qmc", 1 / 9, widened=True, witnessed=True, true_rungs=True),
     "qmc+es(widened)+true-rungs": Method("qmc", 1 / 9, widened=True, true_rungs=True),
 }
-CHOSEN_FROM = CANDIDATES | GUARDED | SPACE_FILLING | WIDENED | WITNESSED
+EVIDENCED = {  # added 2026-12-01, while the chat 36-step table was building, before it was replayed; chosen from
+    "qmc+es(evidenced)": Method("qmc", 1 / 9, widened=True, witnessed=True, evidenced=True),
+}
+CHOSEN_FROM = CANDIDATES | GUARDED | SPACE_FILLING | WIDENED | WITNESSED | EVIDENCED
 N_STARTUP = 10  # Optuna's default n_startup_trials for tpe and gp
 
 
@@ -250,6 +264,8 @@ def _goes_on(
     cut (within_cut) with no trial that never stops; otherwise the promotion rule (`_promoted`),
     with brackets against the trial's own bracket, and guarded, every trial going on while the
     rung would have stopped a completed front trial (`_keeps_front`)."""
+    if method.evidenced:
+        return _goes_on_evidenced(study, trial, step, values, method.reduction_factor, rungs)
     if method.witnessed:
         return reach_rung(study, trial, step, values, DIRECTIONS, method.reduction_factor, rungs)
     record_rung(trial, step, values)
@@ -262,6 +278,27 @@ def _goes_on(
     if _promoted(values, others, method.reduction_factor):
         return True
     return method.guarded and not _keeps_front(trials, step, method.reduction_factor)
+
+
+def _goes_on_evidenced(
+    study: optuna.Study, trial: optuna.Trial, step: int, values: list[float], reduction_factor: int, rungs: int
+) -> bool:
+    """(evidenced): placed within the rung's cut, or a trial that never stops (`never_stopped`)
+    while the rung has not earned the plain cut: fewer than MIN_COMPLETED never-stopped trials
+    (the rung's unselected sample) have completed through it, or its cut is widened beyond the
+    best n // reduction_factor (the completed front has a trial the rung placed lower)."""
+    record_rung(trial, step, values)
+    if not all(math.isfinite(v) for v in values):
+        return False
+    reached = rung_records(study.get_trials(deepcopy=False), step)
+    places = rung_places(reached, DIRECTIONS)
+    cut = rung_cut(reached, places, DIRECTIONS, reduction_factor)
+    if places[trial.number] < cut:
+        return True
+    if not never_stopped(trial.number, rungs):
+        return False
+    witnessed = sum(1 for t, _ in reached if is_feasible(t) and never_stopped(t.number, rungs))
+    return witnessed < MIN_COMPLETED or cut > max(1, len(reached) // reduction_factor)
 
 
 def _promoted(values: list[float], others: list[list[float]], reduction_factor: int) -> bool:

@@ -224,6 +224,31 @@ def test_the_widened_cut_keeps_as_many_as_the_completed_front_needs(monkeypatch)
     assert rung_cut(reached, rung_places(reached, ["minimize", "minimize"]), ["minimize", "minimize"], 3) == 5
 
 
+def test_the_evidenced_hedge_lifts_only_where_the_rung_has_earned_its_plain_cut(monkeypatch):
+    """qmc+es(evidenced): the next trial that never stops (every 3rd with two rungs) is placed
+    last at the rung. It goes on, as under the shipped hedge (witnessed), while fewer than 5
+    never-stopped trials have completed through the rung, or while the completed front's trial
+    was placed beyond the rung's plain third (the cut widened); it is stopped like any other
+    trial once 5 have completed and the front's trial was the best there."""
+    import optuna
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    efficiency = importlib.import_module("efficiency")
+    decide = {name: efficiency.CHOSEN_FROM[name] for name in ("qmc+es(witnessed)", "qmc+es(evidenced)")}
+    for completed, best, goes_on in ((15, 1, False), (15, 12, True), (12, 1, True)):
+        study = optuna.create_study(directions=["minimize", "minimize"])
+        for i in range(1, completed + 1):  # rung values (i, i); the `best`-th ends best, the others far behind
+            final = [0, 0] if i == best else [10 + i, 10 + i]
+            rungs = [{"step": 3, "values": [i, i]}]
+            study.add_trial(optuna.trial.create_trial(values=final, user_attrs={"rungs": rungs}))
+        for _ in range(2):  # the next trial that never stops: number completed + 2
+            study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+        trial = study.ask()
+        last = [completed + 0.5] * 2
+        decided = {name: efficiency._goes_on(study, trial, 3, last, method, 2) for name, method in decide.items()}
+        assert decided == {"qmc+es(witnessed)": True, "qmc+es(evidenced)": goes_on}, (completed, best)
+
+
 @pytest.mark.slow
 def test_overhead_tiny(tmp_path, tiny_model):
     out = tmp_path / "oh.json"
