@@ -167,7 +167,9 @@ BOUNDS = {  # added 2026-12-01: what early stopping would spend, knowing the fro
     "qmc+es(witnessed)+true-rungs": Method("qmc", 1 / 9, widened=True, witnessed=True, true_rungs=True),
     "qmc+es(widened)+true-rungs": Method("qmc", 1 / 9, widened=True, true_rungs=True),
 }
-EVIDENCED = {  # added 2026-12-01, while the chat 36-step table was building, before it was replayed; chosen from
+# Added 2026-12-01 while the chat 36-step table was building, before anything was replayed on it;
+# chosen from (the rule kept the default: it capped the front on code-curves and code-long).
+EVIDENCED = {
     "qmc+es(evidenced)": Method("qmc", 1 / 9, widened=True, witnessed=True, evidenced=True),
 }
 CHOSEN_FROM = CANDIDATES | GUARDED | SPACE_FILLING | WIDENED | WITNESSED | EVIDENCED
