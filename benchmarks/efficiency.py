@@ -22,9 +22,11 @@ without multi-objective early stopping (rungs at min_steps x reduction_factor^k,
 fraction of the steps; stopped trials shown to the sampler): `(witnessed)` is autotune's as
 shipped (reach_rung): the cut widened to keep the completed trials' front, every (rungs +
 1)-th trial let through every rung; `(evidenced)` the same, but such a trial placed outside a
-rung's cut goes on only while fewer than 5 of them completed through it or the cut is widened; `(widened)` is that cut alone; `(guarded)` is autotune's
-until 2026-12-01, where the rung stopped nothing until it would have let every completed
-front trial go on; plain `+es` the promotion rule alone, as it was before the guard. With --peers, the peers of benchmarks/peers.py
+rung's cut goes on only while fewer than 5 of them completed through it or the cut is widened;
+`(witness-to-last-rung)` such a trial is judged by the cut at the last rung; `(widened)` is
+that cut alone; `(guarded)` is autotune's until 2026-12-01, where the rung stopped nothing
+until it would have let every completed front trial go on; plain `+es` the promotion rule
+alone, as it was before the guard. With --peers, the peers of benchmarks/peers.py
 run too (pip install -e '.[peers]').
 
 The rule (written before any table was replayed): the default is the candidate with the
@@ -40,7 +42,8 @@ tables failing the check; the others are reported, not counted). The guarded met
 space-filling ones (SPACE_FILLING) before the chat-curves table was built, the widened ones
 (WIDENED, WITNESSED) before the pydoc 45-step table was replayed, the evidenced one
 (EVIDENCED: the never-stopped trials hedge only until a rung has earned its plain cut) while the chat
-36-step table was building, before anything was replayed on it; the hedged ones (HEDGED)
+36-step table was building, before anything was replayed on it, and TO_LAST_RUNG (they go on
+past every rung but the last) while the pydoc 36-step table was; the hedged ones (HEDGED)
 are measured only, and so are the bounds (BOUNDS: `(oracle)`, whose first rung stops exactly
 the configs off the true front, which no early stopping can know: what perfect stopping with
 those proposals would spend; `+true-rungs`, autotune's cut told each config's final seed mean
@@ -121,6 +124,9 @@ class Method:
     # unselected sample) completed through it, and the completed front placed within its best
     # n // reduction_factor there. The hedge stays where the evidence says the rung misplaces.
     evidenced: bool = False
+    # With widened: every (rungs + 1)-th trial goes on past every rung but the last (where the
+    # first rungs rank the final front worst), and at the last the cut decides, as for any other.
+    witness_to_last_rung: bool = False
     # Bounds, not methods: the first rung stops exactly the configs off the true front of the
     # table's seed means, as no early stopping that sees only the trials can (oracle); the rungs
     # see each config's final seed mean, a learning curve that ranks without noise (true_rungs).
@@ -172,7 +178,11 @@ BOUNDS = {  # added 2026-12-01: what early stopping would spend, knowing the fro
 EVIDENCED = {
     "qmc+es(evidenced)": Method("qmc", 1 / 9, widened=True, witnessed=True, evidenced=True),
 }
-CHOSEN_FROM = CANDIDATES | GUARDED | SPACE_FILLING | WIDENED | WITNESSED | EVIDENCED
+# Added 2026-12-01 while the pydoc 36-step table was building, before anything was replayed on it; chosen from.
+TO_LAST_RUNG = {
+    "qmc+es(witness-to-last-rung)": Method("qmc", 1 / 9, widened=True, witness_to_last_rung=True),
+}
+CHOSEN_FROM = CANDIDATES | GUARDED | SPACE_FILLING | WIDENED | WITNESSED | EVIDENCED | TO_LAST_RUNG
 N_STARTUP = 10  # Optuna's default n_startup_trials for tpe and gp
 
 
@@ -233,7 +243,8 @@ def run_ours(method: Method, replay: Replay) -> None:
         trial = study.ask()
         run = replay.trial(space.suggest(trial).model_dump())
         bracket = trial.number % (len(rungs) + 1) if method.brackets else 0
-        run.never_stopped = (method.witnessed and never_stopped(trial.number, len(rungs))) or (
+        hedged = method.witnessed or method.witness_to_last_rung
+        run.never_stopped = (hedged and never_stopped(trial.number, len(rungs))) or (
             method.brackets and bracket == len(rungs)
         )
         for step in rungs[bracket:]:
@@ -245,6 +256,9 @@ def run_ours(method: Method, replay: Replay) -> None:
                 values = [float(v) for v in replay.problem.mean_points[run.point]]
             if method.oracle:
                 goes_on = run.point in replay.problem.front
+            elif method.witness_to_last_rung:
+                last = step == rungs[-1]
+                goes_on = _goes_on_to_last_rung(study, trial, step, values, method.reduction_factor, len(rungs), last)
             else:
                 goes_on = _goes_on(study, trial, step, values, method, len(rungs))
             if not goes_on:
@@ -301,6 +315,25 @@ def _goes_on_evidenced(
         return False
     witnessed = sum(1 for t, _ in reached if is_feasible(t) and never_stopped(t.number, rungs))
     return witnessed < MIN_COMPLETED or cut > max(1, len(reached) // reduction_factor)
+
+
+def _goes_on_to_last_rung(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    step: int,
+    values: list[float],
+    reduction_factor: int,
+    rungs: int,
+    last: bool,
+) -> bool:
+    """(witness-to-last-rung): placed within the rung's cut (`within_cut`), or a trial that never
+    stops (`never_stopped`) at a rung before the `last`."""
+    record_rung(trial, step, values)
+    if not all(math.isfinite(v) for v in values):
+        return False
+    if never_stopped(trial.number, rungs) and not last:
+        return True
+    return within_cut(study.get_trials(deepcopy=False), trial.number, step, DIRECTIONS, reduction_factor)
 
 
 def _promoted(values: list[float], others: list[list[float]], reduction_factor: int) -> bool:

@@ -224,29 +224,54 @@ def test_the_widened_cut_keeps_as_many_as_the_completed_front_needs(monkeypatch)
     assert rung_cut(reached, rung_places(reached, ["minimize", "minimize"]), ["minimize", "minimize"], 3) == 5
 
 
-def test_the_evidenced_hedge_lifts_only_where_the_rung_has_earned_its_plain_cut(monkeypatch):
-    """qmc+es(evidenced): the next trial that never stops (every 3rd with two rungs) is placed
-    last at the rung. It goes on, as under the shipped hedge (witnessed), while fewer than 5
-    never-stopped trials have completed through the rung, or while the completed front's trial
-    was placed beyond the rung's plain third (the cut widened); it is stopped like any other
-    trial once 5 have completed and the front's trial was the best there."""
+def _rung_study(completed: int, best: int):
+    """A study of `completed` trials with rung 3 values (i, i), i = 1.., the `best`-th ending best
+    and the others far behind, then two failed trials, and the next trial asked: number
+    completed + 2, one that never stops when completed is a multiple of 3 (two rungs)."""
     import optuna
 
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    for i in range(1, completed + 1):
+        final = [0, 0] if i == best else [10 + i, 10 + i]
+        rungs = [{"step": 3, "values": [i, i]}]
+        study.add_trial(optuna.trial.create_trial(values=final, user_attrs={"rungs": rungs}))
+    for _ in range(2):
+        study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    return study, study.ask()
+
+
+def test_the_evidenced_hedge_lifts_only_where_the_rung_has_earned_its_plain_cut(monkeypatch):
+    """qmc+es(evidenced): the next trial that never stops is placed last at the rung. It goes
+    on, as under the shipped hedge (witnessed), while fewer than 5 never-stopped trials have
+    completed through the rung, or while the completed front's trial was placed beyond the
+    rung's plain third (the cut widened); it is stopped like any other trial once 5 have
+    completed and the front's trial was the best there."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     efficiency = importlib.import_module("efficiency")
     decide = {name: efficiency.CHOSEN_FROM[name] for name in ("qmc+es(witnessed)", "qmc+es(evidenced)")}
     for completed, best, goes_on in ((15, 1, False), (15, 12, True), (12, 1, True)):
-        study = optuna.create_study(directions=["minimize", "minimize"])
-        for i in range(1, completed + 1):  # rung values (i, i); the `best`-th ends best, the others far behind
-            final = [0, 0] if i == best else [10 + i, 10 + i]
-            rungs = [{"step": 3, "values": [i, i]}]
-            study.add_trial(optuna.trial.create_trial(values=final, user_attrs={"rungs": rungs}))
-        for _ in range(2):  # the next trial that never stops: number completed + 2
-            study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
-        trial = study.ask()
+        study, trial = _rung_study(completed, best)
         last = [completed + 0.5] * 2
         decided = {name: efficiency._goes_on(study, trial, 3, last, method, 2) for name, method in decide.items()}
         assert decided == {"qmc+es(witnessed)": True, "qmc+es(evidenced)": goes_on}, (completed, best)
+
+
+def test_a_witness_to_the_last_rung_is_judged_there_by_the_cut(monkeypatch):
+    """qmc+es(witness-to-last-rung): trial 17 never stops before the last rung, wherever it is
+    placed; at the last rung it goes on only within the cut (the best 5 of 16 here), as trial
+    18, one that may be stopped anywhere, does at every rung."""
+    import optuna
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    efficiency = importlib.import_module("efficiency")
+    goes_on = efficiency._goes_on_to_last_rung
+    for last, placed_last, expected in ((False, True, True), (True, True, False), (True, False, True)):
+        study, witness = _rung_study(15, 1)
+        at_rung = [15.5, 15.5] if placed_last else [1.5, 1.5]
+        assert goes_on(study, witness, 3, at_rung, 3, 2, last) is expected, (last, placed_last)
+        study.tell(witness, state=optuna.trial.TrialState.PRUNED)
+        other = study.ask()
+        assert goes_on(study, other, 3, at_rung, 3, 2, last) is (not placed_last), (last, placed_last)
 
 
 @pytest.mark.slow
