@@ -277,10 +277,11 @@ def run_ours(method: Method, replay: Replay) -> None:
 def _goes_on(
     study: optuna.Study, trial: optuna.Trial, step: int, values: list[float], method: Method, rungs: int
 ) -> bool:
-    """Early stopping's decision at a rung: witnessed, autotune's (reach_rung); widened, autotune's
-    cut (within_cut) with no trial that never stops; otherwise the promotion rule (`_promoted`),
-    with brackets against the trial's own bracket, and guarded, every trial going on while the
-    rung would have stopped a completed front trial (`_keeps_front`)."""
+    """Early stopping's decision at a rung: evidenced, `_goes_on_evidenced`; witnessed,
+    autotune's (reach_rung); widened, autotune's cut (within_cut) with no trial that never
+    stops; otherwise the promotion rule (`_promoted`), with brackets against the trial's own
+    bracket, and guarded, every trial going on while the rung would have stopped a completed
+    front trial (`_keeps_front`). (witness-to-last-rung is decided by `_goes_on_to_last_rung`.)"""
     if method.evidenced:
         return _goes_on_evidenced(study, trial, step, values, method.reduction_factor, rungs)
     if method.witnessed:
