@@ -257,11 +257,8 @@ def run_ours(method: Method, replay: Replay) -> None:
                 values = [float(v) for v in replay.problem.mean_points[run.point]]
             if method.oracle:
                 goes_on = run.point in replay.problem.front
-            elif method.witness_to_last_rung:
-                last = step == rungs[-1]
-                goes_on = _goes_on_to_last_rung(study, trial, step, values, method.reduction_factor, len(rungs), last)
             else:
-                goes_on = _goes_on(study, trial, step, values, method, len(rungs))
+                goes_on = _goes_on(study, trial, step, values, method, len(rungs), last=step == rungs[-1])
             if not goes_on:
                 write_record(trial, stopped_values=values, stopped_at_step=step)
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -275,21 +272,32 @@ def run_ours(method: Method, replay: Replay) -> None:
 
 
 def _goes_on(
-    study: optuna.Study, trial: optuna.Trial, step: int, values: list[float], method: Method, rungs: int
+    study: optuna.Study,
+    trial: optuna.Trial,
+    step: int,
+    values: list[float],
+    method: Method,
+    rungs: int,
+    last: bool,
 ) -> bool:
-    """Early stopping's decision at a rung: evidenced, `_goes_on_evidenced`; witnessed,
-    autotune's (reach_rung); widened, autotune's cut (within_cut) with no trial that never
-    stops; otherwise the promotion rule (`_promoted`), with brackets against the trial's own
+    """Early stopping's decision at rung `step` (`last`: the last of `rungs`): witnessed,
+    autotune's (reach_rung); widened, autotune's cut (within_cut), and evidenced or
+    witness-to-last-rung, a trial that never stops (`never_stopped`) goes on outside the cut
+    too while the rung has not earned its plain cut (`_earned_plain_cut`) or before the last
+    rung; otherwise the promotion rule (`_promoted`), with brackets against the trial's own
     bracket, and guarded, every trial going on while the rung would have stopped a completed
-    front trial (`_keeps_front`). (witness-to-last-rung is decided by `_goes_on_to_last_rung`.)"""
-    if method.evidenced:
-        return _goes_on_evidenced(study, trial, step, values, method.reduction_factor, rungs)
-    if method.witnessed:
+    front trial (`_keeps_front`)."""
+    if method.witnessed and not method.evidenced:
         return reach_rung(study, trial, step, values, DIRECTIONS, method.reduction_factor, rungs)
     record_rung(trial, step, values)
     trials = study.get_trials(deepcopy=False)
     if method.widened:
-        return within_cut(trials, trial.number, step, DIRECTIONS, method.reduction_factor)
+        if within_cut(trials, trial.number, step, DIRECTIONS, method.reduction_factor):
+            return True
+        hedged = (method.evidenced and not _earned_plain_cut(trials, step, method.reduction_factor, rungs)) or (
+            method.witness_to_last_rung and not last
+        )
+        return hedged and never_stopped(trial.number, rungs) and all(math.isfinite(v) for v in values)
     if method.brackets:
         trials = [t for t in trials if t.number % (rungs + 1) == trial.number % (rungs + 1)]
     others = [v for t, v in rung_records(trials, step) if t.number != trial.number]
@@ -298,44 +306,14 @@ def _goes_on(
     return method.guarded and not _keeps_front(trials, step, method.reduction_factor)
 
 
-def _goes_on_evidenced(
-    study: optuna.Study, trial: optuna.Trial, step: int, values: list[float], reduction_factor: int, rungs: int
-) -> bool:
-    """(evidenced): placed within the rung's cut, or a trial that never stops (`never_stopped`)
-    while the rung has not earned the plain cut: fewer than MIN_COMPLETED never-stopped trials
-    (the rung's unselected sample) have completed through it, or its cut is widened beyond the
-    best n // reduction_factor (the completed front has a trial the rung placed lower)."""
-    record_rung(trial, step, values)
-    if not all(math.isfinite(v) for v in values):
-        return False
-    reached = rung_records(study.get_trials(deepcopy=False), step)
-    places = rung_places(reached, DIRECTIONS)
-    cut = rung_cut(reached, places, DIRECTIONS, reduction_factor)
-    if places[trial.number] < cut:
-        return True
-    if not never_stopped(trial.number, rungs):
-        return False
+def _earned_plain_cut(trials: list[optuna.trial.FrozenTrial], step: int, reduction_factor: int, rungs: int) -> bool:
+    """(evidenced): whether rung `step` has earned its plain cut: MIN_COMPLETED never-stopped
+    trials (the rung's unselected sample) have completed through it, and its cut is not widened
+    beyond the best n // reduction_factor (no completed front trial was placed lower)."""
+    reached = rung_records(trials, step)
+    cut = rung_cut(reached, rung_places(reached, DIRECTIONS), DIRECTIONS, reduction_factor)
     witnessed = sum(1 for t, _ in reached if is_feasible(t) and never_stopped(t.number, rungs))
-    return witnessed < MIN_COMPLETED or cut > max(1, len(reached) // reduction_factor)
-
-
-def _goes_on_to_last_rung(
-    study: optuna.Study,
-    trial: optuna.Trial,
-    step: int,
-    values: list[float],
-    reduction_factor: int,
-    rungs: int,
-    last: bool,
-) -> bool:
-    """(witness-to-last-rung): placed within the rung's cut (`within_cut`), or a trial that never
-    stops (`never_stopped`) at a rung before the `last`."""
-    record_rung(trial, step, values)
-    if not all(math.isfinite(v) for v in values):
-        return False
-    if never_stopped(trial.number, rungs) and not last:
-        return True
-    return within_cut(study.get_trials(deepcopy=False), trial.number, step, DIRECTIONS, reduction_factor)
+    return witnessed >= MIN_COMPLETED and cut <= max(1, len(reached) // reduction_factor)
 
 
 def _promoted(values: list[float], others: list[list[float]], reduction_factor: int) -> bool:

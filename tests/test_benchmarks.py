@@ -176,7 +176,9 @@ def test_true_rungs_tell_each_rung_the_configs_final_seed_mean(tmp_path, monkeyp
     replay, efficiency = importlib.import_module("replay"), importlib.import_module("efficiency")
     problem = replay.ScoredTable(load_table(str(write_table(tmp_path / "table.json", seeds=3))))
     told = []
-    monkeypatch.setattr(efficiency, "_goes_on", lambda study, trial, step, values, *_: told.append(values) or True)
+    monkeypatch.setattr(
+        efficiency, "_goes_on", lambda study, trial, step, values, *_, **__: told.append(values) or True
+    )
     run = replay.Replay(problem, 0, math.inf, max_trials=12)
     efficiency.run_ours(efficiency.BOUNDS["qmc+es(witnessed)+true-rungs"], run)
     ran = [trial for trial in run.trials if not trial.failed]
@@ -217,7 +219,10 @@ def test_the_widened_cut_keeps_as_many_as_the_completed_front_needs(monkeypatch)
     decide = {name: efficiency.CHOSEN_FROM[name] for name in ("random+es", "random+es(widened)", "random+es(guarded)")}
     for at_rung, widened in (([3.5, 3.5], True), ([4.5, 4.5], False)):
         trial = study.ask()
-        goes_on = {name: efficiency._goes_on(study, trial, 3, at_rung, method, 2) for name, method in decide.items()}
+        goes_on = {
+            name: efficiency._goes_on(study, trial, 3, at_rung, method, 2, last=False)
+            for name, method in decide.items()
+        }
         assert goes_on == {"random+es": False, "random+es(widened)": widened, "random+es(guarded)": True}
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     reached = rung_records(study.get_trials(), 3)
@@ -251,8 +256,11 @@ def test_the_evidenced_hedge_lifts_only_where_the_rung_has_earned_its_plain_cut(
     decide = {name: efficiency.CHOSEN_FROM[name] for name in ("qmc+es(witnessed)", "qmc+es(evidenced)")}
     for completed, best, goes_on in ((15, 1, False), (15, 12, True), (12, 1, True)):
         study, trial = _rung_study(completed, best)
-        last = [completed + 0.5] * 2
-        decided = {name: efficiency._goes_on(study, trial, 3, last, method, 2) for name, method in decide.items()}
+        at_rung = [completed + 0.5] * 2
+        decided = {
+            name: efficiency._goes_on(study, trial, 3, at_rung, method, 2, last=False)
+            for name, method in decide.items()
+        }
         assert decided == {"qmc+es(witnessed)": True, "qmc+es(evidenced)": goes_on}, (completed, best)
 
 
@@ -264,14 +272,14 @@ def test_a_witness_to_the_last_rung_is_judged_there_by_the_cut(monkeypatch):
 
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     efficiency = importlib.import_module("efficiency")
-    goes_on = efficiency._goes_on_to_last_rung
+    method = efficiency.CHOSEN_FROM["qmc+es(witness-to-last-rung)"]
     for last, placed_last, expected in ((False, True, True), (True, True, False), (True, False, True)):
         study, witness = _rung_study(15, 1)
         at_rung = [15.5, 15.5] if placed_last else [1.5, 1.5]
-        assert goes_on(study, witness, 3, at_rung, 3, 2, last) is expected, (last, placed_last)
+        assert efficiency._goes_on(study, witness, 3, at_rung, method, 2, last) is expected, (last, placed_last)
         study.tell(witness, state=optuna.trial.TrialState.PRUNED)
         other = study.ask()
-        assert goes_on(study, other, 3, at_rung, 3, 2, last) is (not placed_last), (last, placed_last)
+        assert efficiency._goes_on(study, other, 3, at_rung, method, 2, last) is (not placed_last), (last, placed_last)
 
 
 @pytest.mark.slow
