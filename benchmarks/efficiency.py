@@ -14,7 +14,7 @@ runs until it has spent HORIZON times that compute, on --seeds seeds. Reported p
 medians over seeds with IQRs beside: the hypervolume ratio held at 10%, 25%, 50% and 100% of
 random's seconds, and the steps and seconds (fractions of random's) spent when the run first
 held random's target (null where the median run never did within HORIZON times random's
-compute). Compute is training seconds; with --charge-evaluation a trial also pays for each
+compute), with a 95% bootstrap interval of that median for the seconds. Compute is training seconds; with --charge-evaluation a trial also pays for each
 held-out evaluation it runs (replay.ScoredTable), as a user does.
 
 Our methods are an Optuna sampler as workers build it (autotune's build_sampler), with or
@@ -345,6 +345,16 @@ def _quartiles(values: list[float]) -> list[float | None]:
     return [None if not math.isfinite(q) else float(q) for q in quartiles]
 
 
+def _median_ci(values: list[float]) -> list[float | None]:
+    """A 95% bootstrap interval of the median over the seeds (2,000 resamples, seeded): two
+    methods whose medians lie within each other's intervals are not told apart by the seeds."""
+    draws = np.random.default_rng(0).choice(np.array(values, dtype=float), size=(2000, len(values)))
+    # lower/higher, not interpolated: between two runs that never reached (inf) is inf, not nan
+    low = np.percentile(np.median(draws, axis=1), 2.5, method="lower")
+    high = np.percentile(np.median(draws, axis=1), 97.5, method="higher")
+    return [None if not math.isfinite(q) else float(q) for q in (low, high)]
+
+
 def _median(values: list[float]) -> float | None:
     m = float(np.median(np.array(values, dtype=float)))
     return m if math.isfinite(m) else None
@@ -397,6 +407,7 @@ def _summary(runs: list[Replay], target: float, random_steps: float, random_seco
         "hv_at_compute_iqr": {f: _quartiles(v) for f, v in at.items()},
         "compute_to_random_final": {"steps": _median(steps), "seconds": _median(seconds)},
         "compute_to_random_final_iqr": {"steps": _quartiles(steps), "seconds": _quartiles(seconds)},
+        "compute_to_random_final_ci95": {"seconds": _median_ci(seconds)},
         "trials": float(np.median([r.history.trials for r in runs])),
         "stopped": float(np.median([r.history.stopped for r in runs])),
         # where the seconds went until the run first held random's target (all of them if never)
@@ -458,10 +469,16 @@ def choose_default(tables: dict[str, dict], candidates: list[str]) -> dict:
     apart decide (random@10 at most DIFFICULTY_BAR of the true front's hypervolume)."""
     deciding = {n: t for n, t in tables.items() if t["difficulty"]["random_at_10"]["median"] <= DIFFICULTY_BAR}
 
+    def seconds(method: str, table: str) -> float:
+        reached = deciding[table]["methods"][method]["compute_to_random_final"]["seconds"]
+        return math.inf if reached is None else reached
+
+    def worst_table(method: str) -> str:
+        return max(deciding, key=lambda table: seconds(method, table))
+
     def worst(method: str) -> tuple[float, float]:
-        rows = [t["methods"][method] for t in deciding.values()]
-        seconds = [r["compute_to_random_final"]["seconds"] for r in rows]
-        return (max(math.inf if s is None else s for s in seconds), -min(r["hv_at_compute"]["0.25"] for r in rows))
+        hv = min(t["methods"][method]["hv_at_compute"]["0.25"] for t in deciding.values())
+        return seconds(method, worst_table(method)), -hv
 
     if not deciding:
         return {"chosen": None, "deciding_tables": [], "worst_case": {}}
@@ -472,6 +489,9 @@ def choose_default(tables: dict[str, dict], candidates: list[str]) -> dict:
         "worst_case": {
             m: {
                 "seconds_to_random_final": worst(m)[0] if math.isfinite(worst(m)[0]) else None,
+                "table": worst_table(m),
+                # how precisely the seeds measured it (absent from tables measured before 2026-12-01)
+                "ci95": deciding[worst_table(m)]["methods"][m].get("compute_to_random_final_ci95", {}).get("seconds"),
                 "hv_at_0.25": -worst(m)[1],
             }
             for m in ranked
@@ -582,6 +602,11 @@ def main() -> None:
     args.out.write_text(json.dumps(results, indent=1))
     for name, table in results["tables"].items():
         _print(name, table, args.seeds)
+    print("\nworst case over the deciding tables of the seconds to random's target, [95% interval of the median]")
+    for method, worst in results["choice"]["worst_case"].items():
+        ci = ", ".join("-" if q is None else f"{q:.0%}" for q in worst["ci95"] or (None, None))
+        seconds = "never" if worst["seconds_to_random_final"] is None else f"{worst['seconds_to_random_final']:.0%}"
+        print(f"{method}: {seconds} [{ci}] on {worst['table']}")
     print(f"\ndefault: {results['default']}; by the rule: {results['choice']['chosen']}")
 
 

@@ -359,3 +359,45 @@ def test_tabular_grid_tiny(tmp_path, tiny_model, dataset_file):
     assert made["config"]["dataset"]["max_samples"] == 24 and made["seeds"] == [42, 43]
     # A rerun resumes from the rows already measured.
     assert "4 runs done, 0 to go" in _run(str(BENCHMARKS / "tabular_grid.py"), *args, *grid, *seeds).stdout
+
+
+def test_the_rule_chooses_by_the_worst_deciding_table_and_says_how_precisely_it_was_measured(monkeypatch):
+    """The smallest worst case over the tables that decide (random@10 at most 0.8) wins: `b`
+    never reaches random's target on a table too easy to decide and is chosen; the choice names
+    each method's worst table with the 95% interval of its median there."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    efficiency = importlib.import_module("efficiency")
+
+    def row(seconds, ci, hv=0.8):
+        return {
+            "compute_to_random_final": {"seconds": seconds},
+            "compute_to_random_final_ci95": {"seconds": ci},
+            "hv_at_compute": {"0.25": hv},
+        }
+
+    def table(random_at_10, a, b):
+        return {"difficulty": {"random_at_10": {"median": random_at_10}}, "methods": {"a": a, "b": b}}
+
+    tables = {
+        "hard": table(0.7, row(0.97, [0.84, 1.15]), row(0.5, [0.4, 0.6])),
+        "harder": table(0.75, row(0.4, [0.3, 0.5]), row(0.9, [0.7, None])),
+        "easy": table(0.9, row(0.3, [0.2, 0.4]), row(None, [None, None])),
+    }
+    choice = efficiency.choose_default(tables, ["a", "b"])
+    assert choice["chosen"] == "b" and choice["deciding_tables"] == ["hard", "harder"]
+    assert choice["worst_case"]["a"] | {"hv_at_0.25": 0} == {
+        "seconds_to_random_final": 0.97,
+        "table": "hard",
+        "ci95": [0.84, 1.15],
+        "hv_at_0.25": 0,
+    }
+    assert choice["worst_case"]["b"]["table"] == "harder" and choice["worst_case"]["b"]["ci95"] == [0.7, None]
+
+
+def test_the_median_interval_widens_with_the_spread_and_is_open_where_runs_never_reached(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    efficiency = importlib.import_module("efficiency")
+    low, high = efficiency._median_ci([0.5] * 50 + [1.0] * 50)
+    assert 0.5 <= low <= 0.75 <= high <= 1.0
+    assert efficiency._median_ci([0.6] * 100) == [0.6, 0.6]
+    assert efficiency._median_ci([0.5] * 40 + [math.inf] * 60)[1] is None  # most runs never reached
