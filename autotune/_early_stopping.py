@@ -1,16 +1,19 @@
 """Multi-objective early stopping: asynchronous successive halving whose promotions rank the
 trials at a rung by non-dominated sorting, crowding distance breaking ties within a front
 (MOASHA, Schmucker et al. 2021), with a cut that widens to keep the completed trials' front
-and every (rungs + 1)-th trial never stopped. Optuna's pruners take one objective only.
+and every (rungs + 1)-th trial let through every rung but the last. Optuna's pruners take one
+objective only.
 
 A trial measures its objectives at rungs (min_steps x reduction_factor^k steps, below the
 step budget) and records them in the study's storage (user attr `rungs`), so that workers on
 any machine rank against the same records. At each rung it goes on if its place among the
 trials that reached the rung so far, itself included, is within the cut (`rung_cut`): the best
 1/reduction_factor, widened to the worst place of a trial on the completed trials' front,
-every place while too few trials have completed. Every (rungs + 1)-th trial goes on through
-every rung (Hyperband's bracket that never stops), so that configs the cut would stop can
-still complete and widen it. A stopped trial is told PRUNED with its last rung's values
+every place while too few trials have completed. Every (rungs + 1)-th trial goes on past
+every rung but the last (Hyperband's bracket that never stops, up to the last rung, where the
+rungs rank the final front best and the cut judges it like any other; with one rung, through
+it), so that configs an early rung would stop reach the rung that can judge them, and complete
+and widen the cut where it misplaces them. A stopped trial is told PRUNED with its last rung's values
 (`stopped_values`), which the sampler sees as a COMPLETE trial's
 (autotune._samplers.sees_the_search). The worker and the early-stopping benchmarks take a
 trial through its rungs with `reach_rung`."""
@@ -143,7 +146,8 @@ def within_cut(
 
 
 def never_stopped(trial_number: int, rungs: int) -> bool:
-    """Whether the trial is one of every (rungs + 1)-th, which go on through every rung."""
+    """Whether the trial is one of every (rungs + 1)-th, which go on past every rung but the
+    last (`reach_rung`)."""
     return trial_number % (rungs + 1) == rungs
 
 
@@ -162,13 +166,15 @@ def reach_rung(
     directions: Sequence[str],
     reduction_factor: int,
     rungs: int,
+    last: bool,
 ) -> bool:
-    """Record the trial's `values` at rung `step` (one of `rungs`) in the study, and say whether
-    it goes on: never stopped (`never_stopped`) or placed within the rung's cut (`within_cut`).
-    A diverged trial stops."""
+    """Record the trial's `values` at rung `step` (one of `rungs`; `last`: the last of them) in
+    the study, and say whether it goes on: one of the trials that are never stopped
+    (`never_stopped`) at a rung before the last (or at the only one), or placed within the
+    rung's cut (`within_cut`). A diverged trial stops."""
     record_rung(trial, step, values)
     if not all(math.isfinite(v) for v in values):
         return False
-    if never_stopped(trial.number, rungs):
+    if never_stopped(trial.number, rungs) and (not last or rungs == 1):
         return True
     return within_cut(study.get_trials(deepcopy=False), trial.number, step, directions, reduction_factor)

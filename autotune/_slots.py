@@ -207,5 +207,7 @@ def _at_rung(loop: SlotLoop, trial: optuna.Trial, time_factor: float, step: int,
     metrics = at_rung(scaled(measured, time_factor), step, spec.training.max_steps)
     values = [float(metrics[m]) for m in spec.metric_names]
     factor = spec.early_stopping.reduction_factor
-    rungs = len(rung_steps(spec.early_stopping, spec.training.max_steps))
-    return loop.teller.retry(lambda: reach_rung(loop.teller.study, trial, step, values, spec.directions, factor, rungs))
+    rungs = rung_steps(spec.early_stopping, spec.training.max_steps)
+    last = step == rungs[-1]
+    study = loop.teller.study
+    return loop.teller.retry(lambda: reach_rung(study, trial, step, values, spec.directions, factor, len(rungs), last))

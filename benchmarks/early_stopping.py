@@ -165,7 +165,8 @@ def run(problem: CurveProblem, method: str, seed: int, compute: float) -> Run:
             extrapolated = at_rung({"eval_loss": loss, "train_time_s": time_s}, step, problem.max_steps)
             values = [float(v) for v in problem.scale(extrapolated["eval_loss"], extrapolated["train_time_s"])]
             factor = problem.early_stopping.reduction_factor
-            if not reach_rung(study, trial, step, values, ["minimize", "minimize"], factor, len(rungs)):
+            last = step == rungs[-1]
+            if not reach_rung(study, trial, step, values, ["minimize", "minimize"], factor, len(rungs), last):
                 ran = step
                 write_record(trial, stopped_values=values, stopped_at_step=step)
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)

@@ -19,11 +19,12 @@ held-out evaluation it runs (replay.ScoredTable), as a user does.
 
 Our methods are an Optuna sampler as workers build it (autotune's build_sampler), with or
 without multi-objective early stopping (rungs at min_steps x reduction_factor^k, min_steps a
-fraction of the steps; stopped trials shown to the sampler): `(witnessed)` is autotune's as
-shipped (reach_rung): the cut widened to keep the completed trials' front, every (rungs +
-1)-th trial let through every rung; `(evidenced)` the same, but such a trial placed outside a
+fraction of the steps; stopped trials shown to the sampler): `(witnessed)` is autotune's
+until 2026-12-01: the cut widened to keep the completed trials' front, every (rungs + 1)-th
+trial let through every rung; `(evidenced)` the same, but such a trial placed outside a
 rung's cut goes on only while fewer than 5 of them completed through it or the cut is widened;
-`(witness-to-last-rung)` such a trial is judged by the cut at the last rung; `(widened)` is
+`(witness-to-last-rung)`, autotune's as shipped (reach_rung), such a trial is judged by the
+cut at the last rung; `(widened)` is
 that cut alone; `(guarded)` is autotune's until 2026-12-01, where the rung stopped nothing
 until it would have let every completed front trial go on; plain `+es` the promotion rule
 alone, as it was before the guard. With --peers, the peers of benchmarks/peers.py
@@ -117,7 +118,7 @@ class Method:
     widened: bool = False
     # With widened: every (rungs + 1)-th trial goes on at every rung (Hyperband's bracket that
     # never stops), so that the front the cut is widened to keep includes trials it did not select
-    # (autotune's early stopping as shipped).
+    # (autotune's early stopping until 2026-12-01).
     witnessed: bool = False
     # With witnessed: a trial that never stops goes on past a rung where it is placed outside the
     # cut only until the rung has earned its plain cut: MIN_COMPLETED never-stopped trials (an
@@ -125,7 +126,8 @@ class Method:
     # n // reduction_factor there. The hedge stays where the evidence says the rung misplaces.
     evidenced: bool = False
     # With widened: every (rungs + 1)-th trial goes on past every rung but the last (where the
-    # first rungs rank the final front worst), and at the last the cut decides, as for any other.
+    # first rungs rank the final front worst), and at the last the cut decides, as for any other
+    # (autotune's early stopping as shipped, reach_rung).
     witness_to_last_rung: bool = False
     # Bounds, not methods: the first rung stops exactly the configs off the true front of the
     # table's seed means, as no early stopping that sees only the trials can (oracle); the rungs
@@ -217,12 +219,12 @@ class _WithSobol(optuna.samplers.BaseSampler):
 
 def default_method() -> str:
     """The method a spec with a step budget gets by default, named as CHOSEN_FROM names it
-    (autotune's early stopping is the witnessed one)."""
+    (autotune's early stopping is the one that judges its never-stopped trials at the last rung)."""
     max_steps = 27
     spec = default_spec(max_steps)
     if spec.early_stopping is None:
         return str(spec.sampler.name)
-    name = f"{spec.sampler.name}+es(witnessed)"
+    name = f"{spec.sampler.name}+es(witness-to-last-rung)"
     method = CHOSEN_FROM[name]
     assert method.min_steps is not None and round(method.min_steps * max_steps) == spec.early_stopping.min_steps
     assert method.reduction_factor == spec.early_stopping.reduction_factor
@@ -280,23 +282,23 @@ def _goes_on(
     rungs: int,
     last: bool,
 ) -> bool:
-    """Early stopping's decision at rung `step` (`last`: the last of `rungs`): witnessed,
-    autotune's (reach_rung); widened, autotune's cut (within_cut), and evidenced or
-    witness-to-last-rung, a trial that never stops (`never_stopped`) goes on outside the cut
-    too while the rung has not earned its plain cut (`_earned_plain_cut`) or before the last
-    rung; otherwise the promotion rule (`_promoted`), with brackets against the trial's own
+    """Early stopping's decision at rung `step` (`last`: the last of `rungs`):
+    witness-to-last-rung, autotune's (reach_rung); widened, autotune's cut (within_cut), and
+    witnessed, a trial that never stops (`never_stopped`) goes on outside the cut too, with
+    evidenced only while the rung has not earned its plain cut (`_earned_plain_cut`); otherwise the promotion rule (`_promoted`), with brackets against the trial's own
     bracket, and guarded, every trial going on while the rung would have stopped a completed
     front trial (`_keeps_front`)."""
-    if method.witnessed and not method.evidenced:
-        return reach_rung(study, trial, step, values, DIRECTIONS, method.reduction_factor, rungs)
+    if method.witness_to_last_rung:
+        return reach_rung(study, trial, step, values, DIRECTIONS, method.reduction_factor, rungs, last)
     record_rung(trial, step, values)
     trials = study.get_trials(deepcopy=False)
     if method.widened:
         if within_cut(trials, trial.number, step, DIRECTIONS, method.reduction_factor):
             return True
-        hedged = (method.evidenced and not _earned_plain_cut(trials, step, method.reduction_factor, rungs)) or (
-            method.witness_to_last_rung and not last
-        )
+        if method.evidenced:
+            hedged = not _earned_plain_cut(trials, step, method.reduction_factor, rungs)
+        else:
+            hedged = method.witnessed
         return hedged and never_stopped(trial.number, rungs) and all(math.isfinite(v) for v in values)
     if method.brackets:
         trials = [t for t in trials if t.number % (rungs + 1) == trial.number % (rungs + 1)]

@@ -190,7 +190,7 @@ class ReplayTrial:
         self.step, self._seconds = 0, 0.0
         self.failed = "error" in row
         self.charges: list[tuple[int, float]] = []  # (the history's index, the seconds) of each charge
-        self.never_stopped = False  # early stopping lets it through every rung
+        self.never_stopped = False  # early stopping lets it past every rung (but the last, as shipped)
 
     def run_to(self, step: int) -> tuple[float, float] | None:
         """Train on to `step` (one of curve_steps): (eval_loss, train_time_s since the start)

@@ -74,7 +74,7 @@ def test_efficiency_tiny(tmp_path):
     out = tmp_path / "eff.json"
     table = write_table(tmp_path / "table.json", seeds=3)  # eval_loss 0.01 apart per seed
     args = ["--out", str(out), "--table", str(table), "--seeds", "2", "--random-seeds", "5"]
-    methods = "tpe,random+es,random+es(guarded),random+hb"  # and the default, qmc+es(witnessed)
+    methods = "tpe,random+es,random+es(guarded),random+hb"  # and the default, qmc+es(witness-to-last-rung)
     done = _run(str(BENCHMARKS / "efficiency.py"), *args, "--methods", methods)
     assert "| tpe+es" not in done.stdout and "| random+es |" in done.stdout and "| random+hb |" in done.stdout
     result = json.loads(out.read_text())
@@ -82,7 +82,7 @@ def test_efficiency_tiny(tmp_path):
     # 10 random trials of 8 configs hold most of the front: the table cannot rank methods, so
     # it does not decide the default.
     assert measured["difficulty"]["random_at_10"]["median"] > 0.8
-    assert result["default"] == "qmc+es(witnessed)" and result["choice"]["chosen"] is None
+    assert result["default"] == "qmc+es(witness-to-last-rung)" and result["choice"]["chosen"] is None
     assert result["choice"]["deciding_tables"] == []
     assert measured["random_target"] == {"hypervolume_ratio": pytest.approx(1.0), "seeds": 5}
     difficulty = measured["difficulty"]
@@ -95,7 +95,7 @@ def test_efficiency_tiny(tmp_path):
         "random+es",
         "random+es(guarded)",
         "random+hb",
-        "qmc+es(witnessed)",
+        "qmc+es(witness-to-last-rung)",
     }
     for row in measured["methods"].values():
         assert set(row["hv_at_compute"]) == {"0.1", "0.25", "0.5", "1.0"}
@@ -247,7 +247,7 @@ def _rung_study(completed: int, best: int):
 
 def test_the_evidenced_hedge_lifts_only_where_the_rung_has_earned_its_plain_cut(monkeypatch):
     """qmc+es(evidenced): the next trial that never stops is placed last at the rung. It goes
-    on, as under the shipped hedge (witnessed), while fewer than 5 never-stopped trials have
+    on, as under the hedge shipped until 2026-12-01 (witnessed), while fewer than 5 never-stopped trials have
     completed through the rung, or while the completed front's trial was placed beyond the
     rung's plain third (the cut widened); it is stopped like any other trial once 5 have
     completed and the front's trial was the best there."""

@@ -118,20 +118,37 @@ def test_a_rung_stops_trials_only_once_enough_have_completed():
     study = optuna.create_study(directions=MIN)
     study.add_trials([_completed_at_rung([1 + i, 1 + i], [i, i]) for i in range(4)])
     beaten = study.ask()
-    assert reach_rung(study, beaten, 3, [9, 9], MIN, 3, 2), "4 completed trials are too few to trust the rung"
+    assert reach_rung(study, beaten, 3, [9, 9], MIN, 3, 2, last=False), (
+        "4 completed trials are too few to trust the rung"
+    )
     study.tell(beaten, state=optuna.trial.TrialState.PRUNED)
     study.add_trial(_completed_at_rung([5, 5], [5, 5]))
     newcomer = study.ask()
-    assert newcomer.number == 6 and not reach_rung(study, newcomer, 3, [9, 9], MIN, 3, 2)
+    assert newcomer.number == 6 and not reach_rung(study, newcomer, 3, [9, 9], MIN, 3, 2, last=False)
     assert newcomer.user_attrs["rungs"] == [{"step": 3, "values": [9, 9]}]
-    assert reach_rung(study, study.ask(), 3, [0, 0], MIN, 3, 2)  # beats them all: goes on
+    assert reach_rung(study, study.ask(), 3, [0, 0], MIN, 3, 2, last=False)  # beats them all: goes on
     witness = study.ask()
-    assert witness.number == 8 and reach_rung(study, witness, 3, [9, 9], MIN, 3, 2)  # never stopped
-    assert not reach_rung(study, study.ask(), 3, [float("nan"), 9], MIN, 3, 2)  # diverged
+    assert witness.number == 8 and reach_rung(study, witness, 3, [9, 9], MIN, 3, 2, last=False)  # never stopped
+    assert not reach_rung(study, study.ask(), 3, [float("nan"), 9], MIN, 3, 2, last=False)  # diverged
     study.ask()
     diverged_witness = study.ask()
     assert diverged_witness.number == 11
-    assert not reach_rung(study, diverged_witness, 3, [float("nan"), 9], MIN, 3, 2)  # stops, never-stopped or not
+    assert not reach_rung(
+        study, diverged_witness, 3, [float("nan"), 9], MIN, 3, 2, last=False
+    )  # stops, never-stopped or not
+
+
+def test_a_never_stopped_trial_is_judged_at_the_last_rung_like_any_other():
+    # Five completed trials that the rung ranks as they end; trial 5, one of every third (two
+    # rungs), is placed last: it goes on past the first rung, and the last rung's cut stops it.
+    # With one rung (every second trial, 5 among them) there is no earlier rung: it goes on.
+    study = optuna.create_study(directions=MIN)
+    study.add_trials([_completed_at_rung([1 + i, 1 + i], [i, i]) for i in range(5)])
+    witness = study.ask()
+    assert witness.number == 5
+    assert reach_rung(study, witness, 3, [9, 9], MIN, 3, 2, last=False)
+    assert not reach_rung(study, witness, 3, [9, 9], MIN, 3, 2, last=True)
+    assert reach_rung(study, witness, 3, [9, 9], MIN, 3, 1, last=True)
 
 
 def test_the_cut_widens_to_keep_the_completed_trials_front():
@@ -143,8 +160,8 @@ def test_the_cut_widens_to_keep_the_completed_trials_front():
     reached = rung_records(study.get_trials(), 3)
     assert rung_cut(reached, rung_places(reached, MIN), MIN, 3) == 6
     ahead, behind = study.ask(), study.ask()  # numbers 6 and 7, ranked with 7 and 8 records
-    assert reach_rung(study, ahead, 3, [8, 8], MIN, 3, 2)  # ahead of the slow starter
-    assert not reach_rung(study, behind, 3, [10, 10], MIN, 3, 2)  # behind it
+    assert reach_rung(study, ahead, 3, [8, 8], MIN, 3, 2, last=False)  # ahead of the slow starter
+    assert not reach_rung(study, behind, 3, [10, 10], MIN, 3, 2, last=False)  # behind it
     # Maximised objectives are turned into losses before the front is taken.
     flipped = optuna.create_study(directions=["maximize", "maximize"])
     flipped.add_trials([_completed_at_rung([-1 - i, -1 - i], [-2 - i, -2 - i]) for i in range(5)])
