@@ -13,8 +13,8 @@ every place while too few trials have completed. Every (rungs + 1)-th trial goes
 every rung but the last (Hyperband's bracket that never stops, up to the last rung, where the
 rungs rank the final front best and the cut judges it like any other; with one rung, through
 it), so that configs an early rung would stop reach the rung that can judge them, and complete
-and widen the cut where it misplaces them. A stopped trial is told PRUNED with its last rung's values
-(`stopped_values`), which the sampler sees as a COMPLETE trial's
+and widen the cut where it misplaces them. A stopped trial is told PRUNED with its last
+rung's values (`stopped_values`), which the sampler sees as a COMPLETE trial's
 (autotune._samplers.sees_the_search). The worker and the early-stopping benchmarks take a
 trial through its rungs with `reach_rung`."""
 

@@ -14,8 +14,9 @@ runs until it has spent HORIZON times that compute, on --seeds seeds. Reported p
 medians over seeds with IQRs beside: the hypervolume ratio held at 10%, 25%, 50% and 100% of
 random's seconds, and the steps and seconds (fractions of random's) spent when the run first
 held random's target (null where the median run never did within HORIZON times random's
-compute), with a 95% bootstrap interval of that median for the seconds. Compute is training seconds; with --charge-evaluation a trial also pays for each
-held-out evaluation it runs (replay.ScoredTable), as a user does.
+compute), with a 95% bootstrap interval of that median for the seconds. Compute is training
+seconds; with --charge-evaluation a trial also pays for each held-out evaluation it runs
+(replay.ScoredTable), as a user does.
 
 Our methods are an Optuna sampler as workers build it (autotune's build_sampler), with or
 without multi-objective early stopping (rungs at min_steps x reduction_factor^k, min_steps a
@@ -24,11 +25,10 @@ until 2026-12-01: the cut widened to keep the completed trials' front, every (ru
 trial let through every rung; `(evidenced)` the same, but such a trial placed outside a
 rung's cut goes on only while fewer than 5 of them completed through it or the cut is widened;
 `(witness-to-last-rung)`, autotune's as shipped (reach_rung), such a trial is judged by the
-cut at the last rung; `(widened)` is
-that cut alone; `(guarded)` is autotune's until 2026-12-01, where the rung stopped nothing
-until it would have let every completed front trial go on; plain `+es` the promotion rule
-alone, as it was before the guard. With --peers, the peers of benchmarks/peers.py
-run too (pip install -e '.[peers]').
+cut at the last rung; `(widened)` is that cut alone; `(guarded)` is autotune's until
+2026-12-01, where the rung stopped nothing until it would have let every completed front
+trial go on; plain `+es` the promotion rule alone, as it was before the guard. With --peers,
+the peers of benchmarks/peers.py run too (pip install -e '.[peers]').
 
 The rule (written before any table was replayed): the default is the candidate with the
 smallest worst case, over the tables, of the seconds it spends to reach random's target;
@@ -285,9 +285,10 @@ def _goes_on(
     """Early stopping's decision at rung `step` (`last`: the last of `rungs`):
     witness-to-last-rung, autotune's (reach_rung); widened, autotune's cut (within_cut), and
     witnessed, a trial that never stops (`never_stopped`) goes on outside the cut too, with
-    evidenced only while the rung has not earned its plain cut (`_earned_plain_cut`); otherwise the promotion rule (`_promoted`), with brackets against the trial's own
-    bracket, and guarded, every trial going on while the rung would have stopped a completed
-    front trial (`_keeps_front`)."""
+    evidenced only while the rung has not earned its plain cut (`_earned_plain_cut`); otherwise
+    the promotion rule (`_promoted`), with brackets against the trial's own bracket, and
+    guarded, every trial going on while the rung would have stopped a completed front trial
+    (`_keeps_front`)."""
     if method.witness_to_last_rung:
         return reach_rung(study, trial, step, values, DIRECTIONS, method.reduction_factor, rungs, last)
     record_rung(trial, step, values)
@@ -492,7 +493,7 @@ def choose_default(tables: dict[str, dict], candidates: list[str]) -> dict:
             m: {
                 "seconds_to_random_final": worst(m)[0] if math.isfinite(worst(m)[0]) else None,
                 "table": worst_table(m),
-                # how precisely the seeds measured it (absent from tables measured before 2026-12-01)
+                # how precisely the seeds measured it (absent from results measured before 2026-12-01)
                 "ci95": deciding[worst_table(m)]["methods"][m].get("compute_to_random_final_ci95", {}).get("seconds"),
                 "hv_at_0.25": -worst(m)[1],
             }
